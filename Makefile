@@ -1,0 +1,41 @@
+# Hookline: `make run` serves the example flows on http://127.0.0.1:8000; `make test` runs every test.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test lint bench clean install
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian chromium for browser tests"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "warning: could not install chromium"; }
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	set -a; . ./flows/demo.env; set +a; $(BIN)/hookline serve --flows flows --host 127.0.0.1 --port 8000
+
+test: $(TEST_STAMP)
+	$(BIN)/ruff check engine web tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check engine web tests bench
+	$(BIN)/mypy engine
+
+bench: $(TEST_STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) hookline.db* *.egg-info

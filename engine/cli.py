@@ -1,0 +1,337 @@
+"""The ``hookline`` command. Each command parses its arguments and calls the engine; errors are one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from engine.catalog import flow_files
+from engine.config import Settings, environ
+from engine.errors import EngineError, FlowInvalid
+from engine.loader import load_flow_file, missing_env_vars
+from engine.model import Event, Flow, Headers, RunStatus
+
+log = logging.getLogger("hookline")
+
+
+def setup_logging(settings: Settings) -> None:
+    from engine.logs import configure
+
+    configure(settings.log_format)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _find_flow(name: str, flows_dir: str) -> Flow:
+    path = Path(name)
+    if not path.is_file():
+        candidates = [p for p in flow_files(flows_dir) if p.stem == name]
+        for p in flow_files(flows_dir):
+            if not candidates:
+                try:
+                    if load_flow_file(p).id == name:
+                        candidates = [p]
+                except FlowInvalid:
+                    pass
+        if not candidates:
+            _fail(f"no flow {name!r} (neither a file nor a flow id in {flows_dir})")
+        path = candidates[0]
+    try:
+        return load_flow_file(path)
+    except FlowInvalid as exc:
+        for err in exc.errors:
+            click.echo(str(err), err=True)
+        sys.exit(1)
+
+
+def _read_event(path: str) -> Any:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        _fail(f"{path}: cannot read: {exc.strerror}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        _fail(f"{path}: not a UTF-8 text file (expected a JSON or YAML event)")
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        _fail(f"{path}{where}: not valid JSON or YAML: {getattr(exc, 'problem', exc)}")
+
+
+@click.group()
+@click.version_option("0.1.0", prog_name="hookline")
+def main() -> None:
+    """Hookline: webhooks in, YAML flows, reliable outbound calls."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+def validate(paths: tuple[str, ...]) -> None:
+    """Check flow files (default: the flows directory); print every problem as file:line: path: message."""
+    settings = _settings()
+    files: list[Path] = []
+    for p in paths or (settings.flows_dir,):
+        found = flow_files(p)
+        if not found and not Path(p).exists():
+            _fail(f"{p}: no such file or directory")
+        files.extend(found)
+    problems = 0
+    env = environ()
+    for f in files:
+        try:
+            flow = load_flow_file(f)
+        except FlowInvalid as exc:
+            for err in exc.errors:
+                click.echo(str(err))
+            problems += len(exc.errors)
+            continue
+        missing = missing_env_vars(flow, env)
+        for name in missing:
+            click.echo(f"{f}: flow {flow.id}: environment variable {name} is not set and has no default")
+        problems += len(missing)
+        if not missing:
+            click.echo(f"{f}: ok ({flow.id}, {len(flow.steps)} steps)")
+    if problems:
+        click.echo(f"{problems} problem(s) in {len(files)} file(s)", err=True)
+        sys.exit(1)
+
+
+def _print_result(result: Any, dry_run: bool) -> None:
+    for s in result.steps:
+        line = f"{s.step_id:<20} {s.status:<10} attempt {s.attempt}"
+        if s.duration_ms is not None:
+            line += f"  {s.duration_ms:.1f} ms"
+        click.echo(line)
+        if s.request and (dry_run or s.status.value == "failed"):
+            click.echo(f"  {'would send' if dry_run else 'sent'}: {s.request['method']} {s.request['url']}")
+            if s.request.get("body"):
+                click.echo(f"  body: {s.request['body']}")
+        if s.error_message:
+            click.echo(f"  error: {s.error_message}")
+        elif s.output is not None and not dry_run:
+            click.echo("  output: " + json.dumps(s.output, default=str)[:2000])
+    click.echo(f"run {result.status}" + (f": {result.error}" if result.error else ""))
+
+
+@main.command()
+@click.argument("flow")
+@click.option("--event", "event_file", required=True, help="JSON or YAML file with the webhook body.")
+@click.option("--header", "headers", multiple=True, help="K=V request header (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Send nothing; print the requests that would be sent.")
+@click.option("--flows", "flows_dir", default=None, help="Flows directory.")
+def run(flow: str, event_file: str, headers: tuple[str, ...], dry_run: bool, flows_dir: str | None) -> None:
+    """Run a flow in-process on an event file and print each step."""
+    from engine.runner import run_to_end
+    from engine.service import make_http_client
+    from engine.steps import RunOptions
+
+    settings = _settings(flows_dir=flows_dir)
+    f = _find_flow(flow, settings.flows_dir)
+    body = _read_event(event_file)
+    pairs = []
+    for h in headers:
+        if "=" not in h:
+            _fail(f"--header {h!r}: expected K=V")
+        k, v = h.split("=", 1)
+        pairs.append((k.strip(), v.strip()))
+    event = Event(body=body, headers=Headers(pairs), raw=json.dumps(body, default=str).encode())
+    options = RunOptions(default_timeout=settings.http_timeout_s, allow_hosts=settings.allow_hosts,
+                         redact_headers=tuple(settings.redact_headers))
+
+    def waiting(r: Any) -> None:
+        click.echo(f"  retrying in {max(0.0, r.next_attempt_at - time.time()):.1f}s: {r.error}")
+
+    with make_http_client(settings) as client:
+        result = run_to_end(f, event, http=None if dry_run else client, env=environ(), dry_run=dry_run,
+                            options=options, on_wait=waiting)
+    _print_result(result, dry_run)
+    sys.exit(0 if result.status in (RunStatus.SUCCEEDED, RunStatus.FILTERED) else 1)
+
+
+@main.command("test")
+@click.argument("path", required=False)
+def test_cmd(path: str | None) -> None:
+    """Run flow fixtures (flows/tests/<flow>/*.yaml) with no network; report pass/fail per fixture."""
+    from engine.flowtest import fixture_files, run_fixture
+
+    settings = _settings()
+    root = path or settings.flows_dir
+    files = flow_files(root)
+    flows_dir = Path(root) if Path(root).is_dir() else Path(root).parent
+    passed = failed = 0
+    for f in files:
+        try:
+            flow = load_flow_file(f)
+        except FlowInvalid as exc:
+            for err in exc.errors:
+                click.echo(f"FAIL {err}")
+            failed += 1
+            continue
+        fixtures = fixture_files(flows_dir, flow.id)
+        if not fixtures:
+            click.echo(f"---- {flow.id}: no fixtures in {flows_dir / 'tests' / flow.id}")
+        for fx in fixtures:
+            res = run_fixture(flow, fx)
+            if res.passed:
+                passed += 1
+                click.echo(f"PASS {flow.id} :: {res.name}")
+            else:
+                failed += 1
+                click.echo(f"FAIL {flow.id} :: {res.name} ({fx})")
+                for problem in res.problems:
+                    click.echo(f"     {problem}")
+    click.echo(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed or not passed else 0)
+
+
+@main.command()
+@click.argument("flow")
+@click.option("--event", "event_file", required=True, help="JSON file with the webhook body.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Hookline's base URL.")
+@click.option("--header", "headers", multiple=True, help="Extra K=V header (repeatable).")
+def send(flow: str, event_file: str, url: str, headers: tuple[str, ...]) -> None:
+    """POST an event to a running Hookline, signed with the flow's configured secret."""
+    import httpx
+
+    from engine.verify import sign
+
+    settings = _settings()
+    f = _find_flow(flow, settings.flows_dir)
+    body = json.dumps(_read_event(event_file)).encode()
+    hdrs = {"Content-Type": "application/json"}
+    for h in headers:
+        k, _, v = h.partition("=")
+        hdrs[k.strip()] = v.strip()
+    if f.trigger.verify is not None:
+        try:
+            hdrs.update(sign(f.trigger.verify, body, env=environ(), now=time.time()))
+        except (EngineError, ValueError) as exc:
+            _fail(f"cannot sign for flow {f.id}: {exc}")
+    try:
+        resp = httpx.post(f"{url.rstrip('/')}/hooks/{f.id}", content=body, headers=hdrs, timeout=10)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}")
+    click.echo(f"{resp.status_code} {resp.text.strip()}")
+    sys.exit(0 if resp.status_code < 300 else 1)
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations to HOOKLINE_DATABASE_URL."""
+    from engine.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:  # noqa: BLE001 - one line for the operator, details in the log
+        log.debug("upgrade failed", exc_info=True)
+        _fail(f"database upgrade failed: {str(exc).splitlines()[0]}")
+    click.echo(f"database at {_safe_url(settings.database_url)} is up to date")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _run_consumer(settings: Settings, workers: int, extra: Any = None) -> None:
+    from engine import tasks
+    from engine.service import Reaper
+
+    svc = tasks.service()
+    reaper = Reaper(svc, settings.reaper_interval_s)
+    reaper.start()
+    consumer = tasks.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+                                          initial_delay=0.02, backoff=1.2, max_delay=0.5, check_worker_health=True)
+    try:
+        consumer.run()
+    finally:
+        reaper.stopped.set()
+
+
+@main.command()
+@click.option("--flows", "flows_dir", default=None, help="Flows directory (HOOKLINE_FLOWS_DIR).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=None, type=int, help="Worker threads (HOOKLINE_WORKER_THREADS).")
+def serve(flows_dir: str | None, host: str, port: int, workers: int | None) -> None:
+    """Web server and worker in one process: the embedded set-up (SQLite + Huey on SQLite)."""
+    if flows_dir:
+        os.environ["HOOKLINE_FLOWS_DIR"] = flows_dir
+    settings = _settings()
+    setup_logging(settings)
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.admin_password:
+        _fail("refusing to listen beyond localhost without HOOKLINE_ADMIN_PASSWORD (the UI would be open)")
+    from engine.migrate import upgrade
+
+    upgrade(settings.database_url)
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from engine import tasks
+    from web import create_app
+
+    app = create_app(settings, service=tasks.service())
+    server = make_server(host, port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, name="hookline-web", daemon=True).start()
+    click.echo(f"Hookline serving {settings.flows_dir} on http://{host}:{port} (database {_safe_url(settings.database_url)})")
+    _run_consumer(settings, workers or settings.worker_threads)
+    server.shutdown()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="Gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per gunicorn worker.")
+def web(host: str, port: int, workers: int, threads: int) -> None:
+    """The web app (ingress + UI) under gunicorn; run `hookline worker` next to it."""
+    settings = _settings()
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.admin_password and not settings.api_token:
+        click.echo("warning: listening beyond localhost without HOOKLINE_ADMIN_PASSWORD", err=True)
+    args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread" if threads > 1 else "sync",
+            "--access-logfile", "-", "--graceful-timeout", "10", "web.wsgi:app"]
+    os.execv(sys.executable, args)
+
+
+@main.command()
+@click.option("--workers", default=None, type=int, help="Worker threads (HOOKLINE_WORKER_THREADS).")
+def worker(workers: int | None) -> None:
+    """A Huey consumer executing runs, plus the reaper that recovers runs of dead workers."""
+    settings = _settings()
+    setup_logging(settings)
+    _run_consumer(settings, workers or settings.worker_threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Settings: defaults in code, ``HOOKLINE_*`` environment variables on top, each field documented.
+
+Built once per process (web factory, Huey module, CLI) and passed down; nothing
+else reads ``os.environ`` except :func:`environ`, which hands flows their ``${VAR}`` values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _f("sqlite:///hookline.db", "SQLAlchemy URL of the run store (SQLite in WAL mode, or postgresql+psycopg://).")
+    redis_url: str = _f("", "When set, Huey runs on Redis (scale-out); otherwise on a SQLite file next to the database.")
+    huey_path: str = _f("", "SQLite file for the embedded Huey queue; default: <database file>-queue.db.")
+    flows_dir: str = _f("flows", "Directory of flow YAML files, reloaded when they change.")
+    max_body: int = _f(5 * 1024 * 1024, "Largest webhook body accepted, in bytes (413 above); a flow may lower or raise it.")
+    http_timeout_s: float = _f(10.0, "Default timeout of outbound http steps, in seconds.")
+    lease_s: float = _f(60.0, "How long a worker owns a run without renewing it; after that another worker takes it over.")
+    reaper_interval_s: float = _f(5.0, "How often workers look for runs whose lease expired or that were never enqueued.")
+    queued_grace_s: float = _f(10.0, "A run still queued this long after it was accepted is enqueued again by the reaper.")
+    worker_threads: int = _f(4, "Huey worker threads per worker process.")
+    sandbox: bool = _f(True, "Serve the built-in sandbox receiver at /sandbox/<name>/<path>.")
+    redact_headers: tuple[str, ...] = _f(
+        ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"),
+        "Header names whose values are replaced by [redacted] before anything is stored.",
+    )
+    allow_hosts: tuple[str, ...] = _f((), "Hosts outbound http steps may reach when the host comes from event data.")
+    user_agent: str = _f("Hookline/0.1", "User-Agent of outbound requests.")
+    secret_key: str = _f("", "Flask session signing key; generated per process when empty.")
+    admin_password: str = _f("", "When set, the UI and API require login with this password.")
+    api_token: str = _f("", "Bearer token accepted by the JSON API.")
+    log_format: str = _f("text", "'text' for humans, 'json' for one JSON object per line.")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "HOOKLINE_", **overrides: Any) -> Settings:
+        """Defaults, then ``HOOKLINE_<FIELD>`` variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(prefix + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.default, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def queue_path(self) -> str:
+        if self.huey_path:
+            return self.huey_path
+        if self.database_url.startswith("sqlite:///") and self.database_url != "sqlite:///:memory:":
+            return self.database_url[len("sqlite:///") :] + "-queue.db"
+        return "hookline-queue.db"
+
+
+def _coerce(name: str, default: Any, raw: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() not in ("0", "false", "no", "off", "")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(p.strip().lower() if name == "redact_headers" else p.strip() for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise ValueError(f"HOOKLINE_{name.upper()}: cannot read {raw!r} ({exc})") from None
+    return raw
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment, the only source of ``${VAR}`` values in flows."""
+    return os.environ
+
+
+def settings_help() -> list[tuple[str, Any, str]]:
+    """(env var, default, help) for every setting; docs are generated from this."""
+    return [("HOOKLINE_" + f.name.upper(), f.default, f.metadata["help"]) for f in fields(Settings)]

@@ -1,0 +1,450 @@
+"""YAML text -> Flow, collecting every problem with its file, line and key path.
+
+Line numbers come from PyYAML node marks; each value's key path (``steps[2].http.url``) maps to
+the line it starts on. Every template and JSONPath is compiled here, so a typo is found when the
+file loads, not on the first production event. A flow is never half-loaded: any problem raises
+FlowInvalid carrying all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine import envrefs
+from engine.errors import FlowError, FlowInvalid, TemplateError
+from engine.model import Flow, Step, Trigger
+from engine.steps import REGISTRY, Field, StepType, parse_duration
+from engine.steps.http import parse_statuses
+from engine.templating import (
+    Expr,
+    KeyExpr,
+    Where,
+    compile_expression,
+    compile_key,
+    compile_value,
+    env_refs,
+)
+
+FLOW_KEYS = ("id", "name", "description", "trigger", "steps")
+TRIGGER_KEYS = ("verify", "dedupe", "order_by", "max_body", "index", "redact_headers", "verify_token")
+STEP_COMMON = ("id", "when", "description", "name")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+STEP_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+# --- YAML with line numbers --------------------------------------------------------------------
+
+
+class _Doc:
+    """A parsed YAML document: plain values plus the line of every key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[str, int] = {}
+        self.errors: list[FlowError] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def convert(self, node: yaml.Node, path: str) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    merged = self.convert(value_node, path)
+                    for m in merged if isinstance(merged, list) else [merged]:
+                        if isinstance(m, dict):
+                            for k, v in m.items():
+                                out.setdefault(k, v)
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.error("keys must be plain strings", key_node.start_mark.line + 1, path)
+                    continue
+                key = str(key_node.value)
+                sub = f"{path}.{key}" if path else key
+                if key in out:
+                    self.error(f"duplicate key {key!r}", key_node.start_mark.line + 1, sub)
+                self.lines[sub] = key_node.start_mark.line + 1
+                out[key] = self.convert(value_node, sub)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return self._constructor.construct_object(node, deep=True)
+
+    def error(self, message: str, line: int | None, path: str) -> None:
+        self.errors.append(FlowError(message, file=self.file, line=line, path=path))
+
+    def line(self, path: str) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path.rsplit(".", 1)[0] if "." in path else (path.rsplit("[", 1)[0] if "[" in path else "")
+        return self.lines.get("")
+
+    def where(self, path: str) -> Where:
+        return Where(self.file, self.line(path), path)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, _Doc]:
+    """Parse text; YAML syntax errors become one FlowError with the line PyYAML reports."""
+    doc = _Doc(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise FlowInvalid(file, [FlowError(f"YAML syntax error: {problem}", file=file, line=line)]) from None
+    except yaml.YAMLError as exc:
+        raise FlowInvalid(file, [FlowError(f"YAML error: {str(exc).splitlines()[0]}", file=file)]) from None
+    if node is None:
+        return None, doc
+    try:
+        value = doc.convert(node, "")
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        raise FlowInvalid(file, [FlowError(f"YAML error: {str(exc).splitlines()[0]}", file=file)]) from None
+    return value, doc
+
+
+# --- flow validation -----------------------------------------------------------------------------
+
+
+def load_flow(text: str, file: str = "<flow>", *, flow_id: str | None = None) -> Flow:
+    """Parse and validate one flow file's text; raise FlowInvalid listing every problem."""
+    if "\x00" in text:
+        raise FlowInvalid(file, [FlowError("not a text file (contains NUL bytes)", file=file)])
+    raw, doc = parse_yaml(text, file)
+    if not isinstance(raw, dict):
+        doc.error("a flow must be a mapping with at least `steps:`", doc.line(""), "")
+        raise FlowInvalid(file, doc.errors)
+    for key in raw:
+        if key not in FLOW_KEYS:
+            doc.error(f"unknown key {key!r}; expected one of: {', '.join(FLOW_KEYS)}", doc.line(key), key)
+    default_id = Path(file).stem if file and not file.startswith("<") else "flow"
+    fid = raw.get("id", flow_id or default_id)
+    if not isinstance(fid, str) or not ID_RE.match(fid):
+        doc.error("id must be letters, digits, _ or - (it is the trigger URL /hooks/<id>)", doc.line("id"), "id")
+        fid = str(fid)
+    name = raw.get("name", fid)
+    if not isinstance(name, str):
+        doc.error("name must be a string", doc.line("name"), "name")
+    description = raw.get("description", "")
+    trigger = _trigger(raw.get("trigger"), doc)
+    steps = _steps(raw.get("steps"), doc)
+    if doc.errors:
+        raise FlowInvalid(file, doc.errors)
+    names: set[str] = set()
+    for step in steps:
+        names.update(_env_names(step))
+    return Flow(
+        id=fid,
+        name=str(name),
+        description=str(description or ""),
+        steps=tuple(steps),
+        trigger=trigger,
+        path=file,
+        source=text,
+        version=version_of(text),
+        env_names=frozenset(names),
+    )
+
+
+def version_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _env_names(step: Step) -> set[str]:
+    out: set[str] = set()
+    for value in vars(step.config).values() if hasattr(step.config, "__dict__") else [step.config]:
+        if isinstance(value, Expr):
+            out.update(r.name for r in env_refs(value))
+    return out
+
+
+def _trigger(raw: Any, doc: _Doc) -> Trigger:
+    if raw is None:
+        return Trigger()
+    if not isinstance(raw, dict):
+        doc.error("trigger must be a mapping", doc.line("trigger"), "trigger")
+        return Trigger()
+    for key in raw:
+        if key not in TRIGGER_KEYS:
+            doc.error(f"unknown key {key!r}; expected one of: {', '.join(TRIGGER_KEYS)}", doc.line(f"trigger.{key}"),
+                      f"trigger.{key}")
+    verify = None
+    if raw.get("verify") is not None:
+        from engine.verify import parse_verify
+
+        if not isinstance(raw["verify"], dict):
+            doc.error("verify must be a mapping with a provider", doc.line("trigger.verify"), "trigger.verify")
+        else:
+            verify, problems = parse_verify(raw["verify"])
+            for key, message in problems:
+                path = f"trigger.verify.{key}" if key else "trigger.verify"
+                doc.error(message, doc.line(path), path)
+
+    def key_expr(name: str) -> KeyExpr | None:
+        value = raw.get(name)
+        if value is None:
+            return None
+        try:
+            return compile_key(str(value))
+        except ValueError as exc:
+            doc.error(f"invalid key expression {value!r}: {exc}", doc.line(f"trigger.{name}"), f"trigger.{name}")
+            return None
+
+    max_body = raw.get("max_body")
+    if max_body is not None:
+        max_body = _size(max_body, doc, "trigger.max_body")
+    index: dict[str, KeyExpr] = {}
+    if raw.get("index") is not None:
+        if not isinstance(raw["index"], dict):
+            doc.error("index must map names to JSONPaths", doc.line("trigger.index"), "trigger.index")
+        else:
+            for name, value in raw["index"].items():
+                path = f"trigger.index.{name}"
+                try:
+                    index[name] = compile_key(str(value))
+                except ValueError as exc:
+                    doc.error(f"invalid key expression {value!r}: {exc}", doc.line(path), path)
+    redact = raw.get("redact_headers") or []
+    if not isinstance(redact, list) or not all(isinstance(h, str) for h in redact):
+        doc.error("redact_headers must be a list of header names", doc.line("trigger.redact_headers"),
+                  "trigger.redact_headers")
+        redact = []
+    token = raw.get("verify_token")
+    return Trigger(
+        verify=verify,
+        dedupe=key_expr("dedupe"),
+        order_by=key_expr("order_by"),
+        max_body=max_body,
+        index=index,
+        redact_headers=tuple(h.lower() for h in redact),
+        verify_token=str(token) if token is not None else None,
+    )
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|k|m)?\s*$", re.IGNORECASE)
+
+
+def _size(value: Any, doc: _Doc, path: str) -> int | None:
+    match = _SIZE.match(str(value))
+    if not match or isinstance(value, bool):
+        doc.error("expected a size like 1048576, 512KiB or 10MiB", doc.line(path), path)
+        return None
+    unit = (match.group(2) or "b").lower()
+    factor = {"b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}[unit]
+    return int(match.group(1)) * factor
+
+
+def _steps(raw: Any, doc: _Doc) -> list[Step]:
+    if raw is None:
+        doc.error("a flow needs `steps:` (a list)", doc.line(""), "steps")
+        return []
+    if not isinstance(raw, list) or not raw:
+        doc.error("steps must be a non-empty list", doc.line("steps"), "steps")
+        return []
+    steps: list[Step] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        path = f"steps[{i}]"
+        step = _step(item, i, path, doc)
+        if step is None:
+            continue
+        if step.id in seen:
+            doc.error(f"duplicate step id {step.id!r} (first used by steps[{seen[step.id]}])", doc.line(f"{path}.id"),
+                      f"{path}.id")
+        else:
+            seen[step.id] = i
+        steps.append(step)
+    # references: steps.<id> must name an earlier step
+    for step in steps:
+        for expr_path, expr in _exprs(step):
+            for ref, where in expr.step_refs():
+                if ref not in seen:
+                    doc.errors.append(TemplateError(f"unknown step {ref!r} in steps.{ref}", file=where.file,
+                                                    line=where.line, path=where.path or expr_path))
+                elif seen[ref] >= step.index:
+                    doc.errors.append(TemplateError(
+                        f"steps.{ref} is not available yet: step {ref!r} runs at or after this one",
+                        file=where.file, line=where.line, path=where.path or expr_path))
+    return steps
+
+
+def _exprs(step: Step) -> list[tuple[str, Expr]]:
+    out: list[tuple[str, Expr]] = []
+    if step.when is not None:
+        out.append(("when", step.when))
+    config = step.config
+    if isinstance(config, Expr):
+        out.append((step.type, config))
+    elif hasattr(config, "__dict__"):
+        out.extend((k, v) for k, v in vars(config).items() if isinstance(v, Expr))
+    return out
+
+
+def _step(item: Any, index: int, path: str, doc: _Doc) -> Step | None:
+    if not isinstance(item, dict):
+        doc.error("a step must be a mapping with an id and one step type", doc.line(path), path)
+        return None
+    sid = item.get("id")
+    if sid is None:
+        doc.error("every step needs an `id`", doc.line(path), f"{path}.id")
+        sid = f"step{index + 1}"
+    elif not isinstance(sid, str) or not STEP_ID_RE.match(sid):
+        doc.error("step id must be a letter or _ followed by letters, digits or _ (it is used as steps.<id>)",
+                  doc.line(f"{path}.id"), f"{path}.id")
+        sid = str(sid)
+    types = [k for k in item if k in REGISTRY]
+    for key in item:
+        if key not in REGISTRY and key not in STEP_COMMON:
+            doc.error(f"unknown key {key!r}; a step has id, when, description and one of: {', '.join(sorted(REGISTRY))}",
+                      doc.line(f"{path}.{key}"), f"{path}.{key}")
+    if len(types) != 1:
+        if not types:
+            doc.error(f"step {sid!r} needs one step type: {', '.join(sorted(REGISTRY))}", doc.line(path), path)
+        else:
+            doc.error(f"step {sid!r} has several step types ({', '.join(types)}); split it into steps",
+                      doc.line(path), path)
+        return None
+    type_name = types[0]
+    step_type = REGISTRY[type_name]
+    when = None
+    if item.get("when") is not None:
+        when = _compile(lambda: compile_expression(str(item["when"]), doc.where(f"{path}.when")), doc)
+    config = _config(step_type, item[type_name], f"{path}.{type_name}", doc)
+    return Step(id=sid, type=type_name, config=config, when=when, line=doc.line(path), index=index,
+                description=str(item.get("description") or item.get("name") or ""))
+
+
+def _compile(fn: Any, doc: _Doc) -> Any:
+    try:
+        return fn()
+    except FlowError as exc:
+        doc.errors.append(exc)
+        return None
+
+
+def _config(step_type: StepType, raw: Any, path: str, doc: _Doc) -> Any:
+    where = doc.where(path)
+    if step_type.shape == "expression":
+        if not isinstance(raw, str | bool) or raw == "":
+            doc.error("expected an expression, e.g. event.type == \"paid\"", where.line, path)
+            return None
+        return _compile(lambda: compile_expression(str(raw), where), doc)
+    if step_type.shape == "value":
+        return _compile(lambda: compile_value(raw, where, doc.lines), doc)
+    if not isinstance(raw, dict):
+        doc.error(f"{step_type.name} takes a mapping of: {', '.join(f.name for f in step_type.fields)}", where.line,
+                  path)
+        return None
+    parsed = _fields(step_type.fields, raw, path, doc)
+    try:
+        return step_type.build(parsed)
+    except (ValueError, KeyError, TypeError) as exc:
+        doc.error(str(exc), where.line, path)
+        return None
+
+
+def _fields(spec: tuple[Field, ...], raw: Mapping[str, Any], path: str, doc: _Doc) -> dict[str, Any]:
+    by_name = {f.name: f for f in spec}
+    for key in raw:
+        if key not in by_name:
+            doc.error(f"unknown key {key!r}; expected one of: {', '.join(by_name)}", doc.line(f"{path}.{key}"),
+                      f"{path}.{key}")
+    out: dict[str, Any] = {}
+    for f in spec:
+        sub = f"{path}.{f.name}"
+        if f.name not in raw or raw[f.name] is None:
+            if f.required:
+                doc.error(f"{f.name} is required ({f.help})", doc.line(path), sub)
+            out[f.name] = _default(f)
+            continue
+        out[f.name] = _field_value(f, raw[f.name], sub, doc)
+    return out
+
+
+def _default(f: Field) -> Any:
+    if f.kind == "statuses" and f.default is not None:
+        return parse_statuses(list(f.default))
+    if f.kind == "fields":
+        return {g.name: g.default for g in f.fields}
+    return f.default
+
+
+def _field_value(f: Field, value: Any, path: str, doc: _Doc) -> Any:
+    line = doc.line(path)
+    try:
+        if f.kind == "template":
+            return compile_value(value, doc.where(path), doc.lines)
+        if f.kind == "str":
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if f.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError("expected a positive whole number")
+            return value
+        if f.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if f.kind == "duration":
+            return parse_duration(value)
+        if f.kind == "enum":
+            text = str(value)
+            match = [c for c in f.choices if c.lower() == text.lower()]
+            if not match:
+                raise ValueError(f"expected one of {', '.join(f.choices)}, got {text!r}")
+            return match[0]
+        if f.kind == "statuses":
+            return parse_statuses(value)
+        if f.kind == "hosts":
+            if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+                raise ValueError("expected a list of host names")
+            return tuple(value)
+        if f.kind == "fields":
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a mapping of: {', '.join(g.name for g in f.fields)}")
+            return _fields(f.fields, value, path, doc)
+    except FlowError as exc:
+        doc.errors.append(exc)
+        return None
+    except (ValueError, TypeError) as exc:
+        doc.error(str(exc), line, path)
+        return None
+    raise AssertionError(f"unknown field kind {f.kind}")
+
+
+def load_flow_file(path: str | Path) -> Flow:
+    """Read and load one file; unreadable or binary files are FlowInvalid too."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise FlowInvalid(str(p), [FlowError("not a UTF-8 text file", file=str(p))]) from None
+    except OSError as exc:
+        raise FlowInvalid(str(p), [FlowError(f"cannot read: {exc.strerror}", file=str(p))]) from None
+    return load_flow(text, str(p))
+
+
+def missing_env_vars(flow: Flow, env: Mapping[str, str]) -> list[str]:
+    """``${VAR}`` names the flow uses that have no value here and no default."""
+    missing: list[str] = []
+    for step in flow.steps:
+        for _, expr in _exprs(step):
+            for ref in env_refs(expr):
+                if not env.get(ref.name) and ref.default is None and ref.name not in missing:
+                    missing.append(ref.name)
+    if flow.trigger.verify is not None:
+        sources = [*flow.trigger.verify.secrets, *(str(v) for v in flow.trigger.verify.options.values())]
+        for text in sources:
+            for ref in envrefs.refs(text):
+                if not env.get(ref.name) and ref.default is None and ref.name not in missing:
+                    missing.append(ref.name)
+    return missing

@@ -1,0 +1,290 @@
+"""Use cases shared by the web, worker and CLI adapters; never imports flask or huey.
+
+accept_event stores an inbound request and its run (I1, I2); execute_run claims a run with a lease
+and runs it step by step, committing each result before the next step starts (I4, I5, I7); reap
+finds runs that lost their worker or their queue message. Scheduling is injected as
+``enqueue(run_id, delay)`` so Huey stays at the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import httpx
+
+from engine.catalog import FlowCatalog
+from engine.config import Settings, environ
+from engine.errors import FlowInvalid, StoreUnavailable
+from engine.events import make_event, redact_pairs
+from engine.loader import load_flow
+from engine.model import Flow, RunDetail, RunInfo, RunResult, RunStatus, Step, StepResult
+from engine.runner import run_flow
+from engine.steps import RunOptions
+from engine.store import Accepted, LeaseLost, RunStore
+
+log = logging.getLogger("hookline.service")
+
+Enqueue = Callable[[int, float], None]
+
+
+def _no_enqueue(run_id: int, delay: float) -> None:
+    log.warning("no queue configured; run %s waits for the reaper", run_id)
+
+
+def make_http_client(settings: Settings) -> httpx.Client:
+    """One pooled client per process; every request still carries its own timeout."""
+    return httpx.Client(
+        timeout=httpx.Timeout(settings.http_timeout_s),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+        headers={"User-Agent": settings.user_agent},
+    )
+
+
+@lru_cache(maxsize=256)
+def _compile(version: str, source: str, path: str) -> Flow:
+    return load_flow(source, path or f"<flow version {version}>")
+
+
+@dataclass
+class _StoreRecorder:
+    """Backs the runner's Recorder with the store, renewing the lease at every write."""
+
+    store: RunStore
+    run_id: int
+    owner: str
+    lease_s: float
+    default_timeout: float
+
+    def _until(self, step: Step | None = None) -> float:
+        timeout = getattr(getattr(step, "config", None), "timeout", None) or self.default_timeout
+        return time.time() + self.lease_s + timeout
+
+    def step_started(self, step: Step, attempt: int, started_at: float, idempotency_key: str) -> None:
+        from engine.model import StepStatus
+
+        self.store.step_started(
+            self.run_id, self.owner,
+            StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
+                       idempotency_key=idempotency_key),
+            self._until(step),
+        )
+
+    def step_finished(self, result: StepResult) -> None:
+        self.store.step_finished(self.run_id, self.owner, result, self._until())
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        catalog: FlowCatalog,
+        *,
+        enqueue: Enqueue = _no_enqueue,
+        pending: Callable[[], int] | None = None,
+        http: httpx.Client | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.enqueue = enqueue
+        self.pending = pending
+        self.http = http or make_http_client(settings)
+        self.env = env if env is not None else environ()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.options = RunOptions(
+            default_timeout=settings.http_timeout_s,
+            allow_hosts=settings.allow_hosts,
+            redact_headers=tuple(h.lower() for h in settings.redact_headers),
+            user_agent=settings.user_agent,
+        )
+
+    # --- ingress ------------------------------------------------------------------------------
+
+    def redacted_headers(self, flow: Flow) -> tuple[str, ...]:
+        names = list(self.settings.redact_headers) + list(flow.trigger.redact_headers)
+        if flow.trigger.verify is not None:
+            from engine.verify import secret_fields
+
+            names += list(secret_fields(flow.trigger.verify)[0])
+        return tuple(n.lower() for n in names)
+
+    def accept_event(self, flow: Flow, *, method: str, query_string: str, headers: Sequence[tuple[str, str]],
+                     body: bytes, content_type: str, parsed: Any) -> Accepted:
+        """Store the request (secret headers redacted, body whole) and a queued run; then enqueue it.
+
+        The commit happens before this returns; a queue failure is logged and left to the reaper
+        (the database is the record), so an acknowledged event is never lost and never doubled.
+        """
+        from engine.model import Headers
+
+        hdrs = Headers(list(headers))
+        trig = flow.trigger
+        dedupe = trig.dedupe.extract(parsed, hdrs) if trig.dedupe else None
+        order = trig.order_by.extract(parsed, hdrs) if trig.order_by else None
+        index = {}
+        for name, expr in trig.index.items():
+            value = expr.extract(parsed, hdrs)
+            if value is not None:
+                index[name] = value
+        if flow.trigger.verify is not None:
+            from engine.verify import secret_fields
+
+            secret_query = set(secret_fields(flow.trigger.verify)[1])
+            if secret_query:
+                from urllib.parse import parse_qsl, urlencode
+
+                pairs = parse_qsl(query_string, keep_blank_values=True)
+                query_string = urlencode([(k, "[redacted]" if k in secret_query else v) for k, v in pairs])
+        accepted = self.store.accept(
+            flow_id=flow.id, version=flow.version, source=flow.source, path=flow.path, method=method,
+            query=query_string, headers=redact_pairs(headers, self.redacted_headers(flow)), body=body,
+            content_type=content_type, dedupe_key=dedupe, order_key=order, index=index,
+        )
+        if not accepted.duplicate:
+            self._enqueue(accepted.run_id, 0.0)
+        return accepted
+
+    def _enqueue(self, run_id: int, delay: float) -> bool:
+        try:
+            self.enqueue(run_id, delay)
+            return True
+        except Exception as exc:  # noqa: BLE001 - any queue failure: the stored run is picked up by the reaper
+            log.warning("could not enqueue run %s (%s); the reaper will", run_id, exc)
+            return False
+
+    # --- execution ----------------------------------------------------------------------------
+
+    def flow_version(self, version: str, source: str, path: str) -> Flow:
+        return _compile(version, source, path)
+
+    def execute_run(self, run_id: int) -> RunStatus | None:
+        """Claim and run; None when another worker has it, it is finished, or it must wait its turn."""
+        claim = self.store.claim(run_id, self.owner, self.settings.lease_s)
+        if claim is None:
+            return None
+        run = claim.run
+        try:
+            flow = self.flow_version(run.flow_version, claim.source, claim.path)
+        except FlowInvalid as exc:
+            result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
+            self.store.finish(run_id, self.owner, result)
+            return result.status
+        done = {r.step_id: r for r in claim.steps if r.status.done}
+        attempts: dict[str, int] = {}
+        for r in claim.steps:
+            attempts[r.step_id] = max(attempts.get(r.step_id, 0), r.attempt)
+        recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s, self.settings.http_timeout_s)
+        info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
+        try:
+            result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,
+                              env=self.env, done=done, attempts=attempts, options=self.options)
+            self.store.finish(run_id, self.owner, result)
+        except LeaseLost as exc:
+            log.warning("%s; stopping", exc)
+            return None
+        except StoreUnavailable:
+            log.warning("database unavailable while running run %s; it will be resumed", run_id)
+            raise
+        log.info("run %s of %s: %s%s", run_id, run.flow_id, result.status,
+                 f" ({result.error})" if result.error else "")
+        if result.status is RunStatus.WAITING and result.next_attempt_at is not None:
+            self._enqueue(run_id, max(0.0, result.next_attempt_at - time.time()))
+        elif result.status.terminal and run.order_key is not None:
+            nxt = self.store.next_in_order(run.flow_id, run.order_key)
+            if nxt is not None:
+                self._enqueue(nxt, 0.0)
+        return result.status
+
+    def reap(self, now: float | None = None) -> list[int]:
+        """Enqueue runs whose lease expired, whose retry is overdue, or that sat queued too long."""
+        now = time.time() if now is None else now
+        grace = self.settings.queued_grace_s
+        if self.pending is not None:
+            try:
+                if self.pending() > 0:
+                    grace = max(grace * 30, 300.0)  # a busy queue is not a lost queue
+            except Exception:  # noqa: BLE001 - queue down: treat as empty, enqueue will fail and be retried
+                pass
+        ids = self.store.due_runs(now, grace)
+        for run_id in ids:
+            self._enqueue(run_id, 0.0)
+        if ids:
+            log.info("reaper re-enqueued %d run(s)", len(ids))
+        return ids
+
+    # --- operator actions -------------------------------------------------------------------------
+
+    def replay(self, run_id: int, *, original_version: bool = False) -> int:
+        """A new run on the same event: the current flow version, or the one the run used."""
+        detail = self._detail(run_id)
+        version = detail.run.flow_version if original_version else self._current_version(detail.run.flow_id)
+        new_id = self.store.create_linked_run(run_id, "replay", version)
+        self._enqueue(new_id, 0.0)
+        return new_id
+
+    def retry_from_failed(self, run_id: int) -> int:
+        """A new run that keeps the parent's succeeded steps and starts at the failed one."""
+        detail = self._detail(run_id)
+        if detail.run.status is not RunStatus.FAILED:
+            raise ValueError(f"run {run_id} is {detail.run.status}, only failed runs can be retried from a step")
+        failed = [s for s in detail.steps if s.status.value == "failed"]
+        start = failed[-1].step_id if failed else None
+        new_id = self.store.create_linked_run(run_id, "retry", detail.run.flow_version, keep_steps_before=start)
+        self._enqueue(new_id, 0.0)
+        return new_id
+
+    def dry_run(self, run_id: int) -> RunResult:
+        """What the current flow version would send for this run's event, without sending anything."""
+        detail = self._detail(run_id)
+        flow = self.catalog.get(detail.run.flow_id)
+        if not isinstance(flow, Flow):
+            raise ValueError(f"flow {detail.run.flow_id!r} is not loaded")
+        info = RunInfo(id=detail.run.id, flow=flow.id, received_at=_iso(detail.event.received_at))
+        return run_flow(flow, make_event(detail.event), run=info, env=self.env, dry_run=True, options=self.options)
+
+    def _detail(self, run_id: int) -> RunDetail:
+        detail = self.store.get_run(run_id)
+        if detail is None:
+            raise KeyError(run_id)
+        return detail
+
+    def _current_version(self, flow_id: str) -> str:
+        flow = self.catalog.get(flow_id)
+        if not isinstance(flow, Flow):
+            raise ValueError(f"flow {flow_id!r} is not loaded (it has errors or was removed)")
+        self.store.save_flow_version(flow.id, flow.version, flow.source, flow.path)
+        return flow.version
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class Reaper(threading.Thread):
+    """Background thread in each worker process: reap every interval until stopped."""
+
+    def __init__(self, service: Service, interval: float) -> None:
+        super().__init__(name="hookline-reaper", daemon=True)
+        self.service = service
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.service.reap()
+            except Exception as exc:  # noqa: BLE001 - database down: try again next interval
+                log.warning("reaper: %s", exc)
+            self.stopped.wait(self.interval)

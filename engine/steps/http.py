@@ -1,0 +1,315 @@
+"""``http: {...}``: one outbound request on the injected httpx.Client.
+
+Classification decides retries: connection errors, timeouts, 5xx, 408 and 429 are retryable
+(Retry-After honoured); any other status outside ``success`` fails the run at once. Every
+request carries an ``Idempotency-Key`` stable across retries of this step in this run (I6).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from engine.errors import HttpStepError, StepError
+from engine.steps import Field, Outcome, RetryPolicy, StepContext, StepType, register
+from engine.templating import EnvText, Expr, Jinja, Literal, Placeholder
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+RETRYABLE_STATUSES = frozenset({408, 429})
+LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+
+RETRY_FIELDS = (
+    Field("max_attempts", "int", "Attempts in all, the first included.", default=3, example="6"),
+    Field("backoff", "enum", "Delay growth between attempts.", default="exponential", choices=("exponential", "fixed")),
+    Field("initial", "duration", "Ceiling of the first delay (full jitter picks in [0, ceiling]).", default=1.0,
+          example="2s"),
+    Field("max_delay", "duration", "Largest ceiling a delay may reach.", default=300.0, example="10m"),
+)
+
+FIELDS = (
+    Field("method", "enum", "HTTP method.", default="POST", choices=METHODS),
+    Field("url", "template", "Absolute http(s) URL; templates and ${VAR} allowed.", required=True,
+          example="${CRM_URL}/contacts"),
+    Field("headers", "template", "Request headers (mapping); values templated.", example="{Authorization: Bearer ${TOKEN}}"),
+    Field("query", "template", "Query parameters (mapping); values templated."),
+    Field("json", "template", "JSON body: any value, templates inside."),
+    Field("form", "template", "Form-encoded body (mapping)."),
+    Field("body", "template", "Raw text body."),
+    Field("timeout", "duration", "Timeout for connect, read and write; default HOOKLINE_HTTP_TIMEOUT_S.", example="10s"),
+    Field("retry", "fields", "Retry policy for retryable failures.", fields=RETRY_FIELDS,
+          example="{max_attempts: 6, backoff: exponential, initial: 2s, max_delay: 10m}"),
+    Field("success", "statuses", "Statuses that count as success.", default=("2xx",), example="[200, 201, 409]"),
+    Field("allow_hosts", "hosts", "Hosts allowed when the URL's host comes from a template (wildcards allowed).",
+          example="['*.myshopify.com']"),
+)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    method: str
+    url: Expr
+    headers: Expr | None
+    query: Expr | None
+    json: Expr | None
+    form: Expr | None
+    body: Expr | None
+    timeout: float | None
+    retry: RetryPolicy
+    success: tuple[tuple[int, int], ...]
+    allow_hosts: tuple[str, ...]
+
+
+def parse_statuses(value: Any) -> tuple[tuple[int, int], ...]:
+    """``[200, "2xx", "400-404"]`` -> ranges; raises ValueError."""
+    items = value if isinstance(value, list | tuple) else [value]
+    out = []
+    for item in items:
+        text = str(item).strip().lower()
+        if len(text) == 3 and text.endswith("xx") and text[0].isdigit():
+            out.append((int(text[0]) * 100, int(text[0]) * 100 + 99))
+        elif "-" in text:
+            lo, hi = text.split("-", 1)
+            out.append((int(lo), int(hi)))
+        else:
+            out.append((int(text), int(text)))
+    return tuple(out)
+
+
+def build(parsed: dict[str, Any]) -> HttpConfig:
+    bodies = [k for k in ("json", "form", "body") if parsed.get(k) is not None]
+    if len(bodies) > 1:
+        raise ValueError(f"use only one of json, form and body (got {', '.join(bodies)})")
+    retry = parsed.get("retry") or {}
+    return HttpConfig(
+        method=str(parsed.get("method") or "POST").upper(),
+        url=parsed["url"],
+        headers=parsed.get("headers"),
+        query=parsed.get("query"),
+        json=parsed.get("json"),
+        form=parsed.get("form"),
+        body=parsed.get("body"),
+        timeout=parsed.get("timeout"),
+        retry=RetryPolicy(**{k: v for k, v in retry.items() if v is not None}),
+        success=parsed.get("success") or ((200, 299),),
+        allow_hosts=tuple(parsed.get("allow_hosts") or ()),
+    )
+
+
+def _static_prefix(expr: Expr, ctx: StepContext) -> str | None:
+    """The part of the URL the flow author fixed (literals and ${VAR}s before any template), or None."""
+    if isinstance(expr, Literal):
+        return str(expr.value)
+    if isinstance(expr, EnvText):
+        return str(expr.render(ctx.render))
+    if isinstance(expr, Jinja) and not expr.native:
+        head = expr.source.split("{{", 1)[0].split("{%", 1)[0]
+        if "_env[" not in head:
+            return head
+        # an env ref before the first real template: resolve the env parts only
+        values = [ctx.render.env_value(r, expr.where) for r in expr.env_refs]
+        out, rest = "", expr.source
+        while rest:
+            idx = rest.find("{{")
+            if idx < 0:
+                return out + rest
+            out += rest[:idx]
+            end = rest.find("}}", idx)
+            inner = rest[idx + 2 : end].strip()
+            if inner.startswith("_env[") and inner.endswith("]"):
+                out += values[int(inner[5:-1])]
+                rest = rest[end + 2 :]
+            else:
+                return out
+        return out
+    return None
+
+
+def check_url(url: str, cfg: HttpConfig, ctx: StepContext) -> None:
+    """Refuse non-http(s) URLs, link-local targets, and hosts taken from event data unless allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StepError(f"url must be an absolute http(s) URL, got {url[:200]!r}")
+    host = parts.hostname.lower()
+    prefix = _static_prefix(cfg.url, ctx)
+    fixed = prefix is not None and "://" in prefix and (
+        prefix == url or any(c in prefix.split("://", 1)[1] for c in "/?#") or prefix.rstrip("/") == url.rstrip("/")
+    )
+    if not fixed:
+        allowed = cfg.allow_hosts + ctx.options.allow_hosts
+        if not any(fnmatch.fnmatch(host, pattern.lower()) for pattern in allowed):
+            raise StepError(
+                f"host {host!r} comes from a template; add it to this step's allow_hosts "
+                "(or HOOKLINE_ALLOW_HOSTS) to call it"
+            )
+    _refuse_link_local(host)
+
+
+def _refuse_link_local(host: str) -> None:
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return  # unresolvable: the request itself will fail with a clear connection error
+        addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    for address in addresses:
+        if any(address in net for net in LINK_LOCAL):
+            raise StepError(f"host {host!r} is link-local ({address}); requests there are always refused")
+
+
+def _redact_headers(headers: httpx.Headers | dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    return {k: ("[redacted]" if k.lower() in names else v) for k, v in headers.items()}
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n… [{len(text) - limit} more characters not stored]"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _stringify(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def execute(ctx: StepContext) -> Outcome:
+    cfg: HttpConfig = ctx.step.config
+    r = ctx.render
+    url = str(cfg.url.render(r))
+    headers = {str(k): _stringify(v) for k, v in (cfg.headers.render(r) if cfg.headers else {}).items()}
+    if not any(k.lower() == "idempotency-key" for k in headers):
+        headers["Idempotency-Key"] = ctx.idempotency_key
+    headers.setdefault("User-Agent", ctx.options.user_agent)
+    params = {str(k): _stringify(v) for k, v in (cfg.query.render(r) if cfg.query else {}).items()}
+    content: bytes | None = None
+    if cfg.json is not None:
+        content = json.dumps(cfg.json.render(r), default=str).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif cfg.form is not None:
+        form = cfg.form.render(r)
+        if not isinstance(form, dict):
+            raise StepError("form must render to a mapping")
+        content = httpx.QueryParams({str(k): _stringify(v) for k, v in form.items()}).__str__().encode()
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    elif cfg.body is not None:
+        content = _stringify(cfg.body.render(r)).encode()
+    check_url(url, cfg, ctx)
+    timeout = cfg.timeout if cfg.timeout is not None else ctx.options.default_timeout
+    limit = ctx.options.max_recorded_body
+    full_url = str(httpx.URL(url, params=params)) if params else url
+    request_record: dict[str, Any] = {
+        "method": cfg.method,
+        "url": full_url,
+        "headers": _redact_headers(headers, ctx.options.redact_headers),
+        "body": _clip(content.decode("utf-8", "replace"), limit) if content else None,
+        "timeout": timeout,
+    }
+    step_input = {"method": cfg.method, "url": full_url, "body": request_record["body"]}
+
+    if ctx.has_stub:
+        response = _stub_response(ctx.stub, cfg.method, full_url)
+    elif ctx.dry_run:
+        placeholder = Placeholder(f"response of {ctx.step.id}")
+        return Outcome(output={"response": placeholder}, input=step_input, request=request_record)
+    else:
+        if ctx.http is None:
+            raise StepError("no HTTP client available for this run")
+        try:
+            response = ctx.http.request(cfg.method, url, params=params or None, headers=headers, content=content,
+                                        timeout=timeout)
+        except httpx.TimeoutException as exc:
+            err = HttpStepError(f"timed out after {timeout:g}s ({type(exc).__name__})", retryable=True, timeout=True)
+            err.request = request_record
+            raise err from None
+        except httpx.HTTPError as exc:
+            err = HttpStepError(f"connection failed: {exc or type(exc).__name__}", retryable=True)
+            err.request = request_record
+            raise err from None
+
+    text = response.text
+    try:
+        body_json: Any = response.json() if text else None
+    except ValueError:
+        body_json = None
+    elapsed = response.elapsed.total_seconds() * 1000 if _has_elapsed(response) else None
+    response_record = {
+        "status": response.status_code,
+        "headers": _redact_headers(response.headers, ctx.options.redact_headers),
+        "body": _clip(text, limit),
+        "elapsed_ms": round(elapsed, 2) if elapsed is not None else None,
+    }
+    status = response.status_code
+    if not any(lo <= status <= hi for lo, hi in cfg.success):
+        retryable = status >= 500 or status in RETRYABLE_STATUSES
+        reason = response.reason_phrase or ""
+        err = HttpStepError(
+            f"{cfg.method} {urlsplit(url).netloc} answered {status} {reason}".rstrip()
+            + ("" if retryable else " (not retryable)"),
+            retryable=retryable,
+            status=status,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
+        err.request = request_record
+        err.response = response_record
+        raise err
+    output = {
+        "response": {"status": status, "headers": dict(response.headers), "json": body_json, "text": _clip(text, limit)}
+    }
+    return Outcome(output=output, input=step_input, request=request_record, response=response_record)
+
+
+def _has_elapsed(response: httpx.Response) -> bool:
+    try:
+        response.elapsed  # noqa: B018 - raises when the response was built, not received
+    except RuntimeError:
+        return False
+    return True
+
+
+def _stub_response(stub: Any, method: str, url: str) -> httpx.Response:
+    stub = stub if isinstance(stub, dict) else {"json": stub}
+    status = int(stub.get("status", 200))
+    headers = stub.get("headers") or {}
+    request = httpx.Request(method, url)
+    if "json" in stub:
+        return httpx.Response(status, headers=headers, json=stub["json"], request=request)
+    return httpx.Response(status, headers=headers, text=str(stub.get("body", "")), request=request)
+
+
+register(
+    StepType(
+        name="http",
+        help="Send one HTTP request; its response is `steps.<id>.response` (`status`, `headers`, `json`, `text`).",
+        shape="fields",
+        fields=FIELDS,
+        build=build,
+        execute=execute,
+        side_effects=True,
+        example=(
+            "http:\n  method: POST\n  url: ${CRM_URL}/contacts\n  json:\n    email: \"{{ steps.payment.email }}\"\n"
+            "  retry: {max_attempts: 6, initial: 2s, max_delay: 10m}"
+        ),
+    )
+)

@@ -1,0 +1,678 @@
+"""RunStore: the run history in SQLAlchemy 2.x (SQLite in WAL mode, or PostgreSQL via psycopg 3).
+
+The database is the source of truth. Ingress commits the raw event and its run in one
+transaction (I1); a unique (flow_id, dedupe_key) constraint makes duplicates impossible even
+across processes (I2); workers claim runs with a lease that a single conditional UPDATE grants,
+so at most one worker executes a run and a dead worker's run is taken over when the lease
+expires (I4). Every method opens and commits its own transaction and returns engine.model
+dataclasses, never ORM rows. Connection failures become StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from engine.errors import EngineError, StoreUnavailable
+from engine.model import (
+    TERMINAL,
+    EventRecord,
+    RunDetail,
+    RunRecord,
+    RunResult,
+    RunStatus,
+    StepResult,
+    StepStatus,
+)
+
+BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite only autoincrements INTEGER PRIMARY KEY
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FlowVersionRow(Base):
+    __tablename__ = "flow_versions"
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow_id: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(10))
+    query: Mapped[str] = mapped_column(Text, default="")
+    headers: Mapped[list[Any]] = mapped_column(JSON)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(200), default="")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow_id: Mapped[str] = mapped_column(String(100))
+    flow_version: Mapped[str] = mapped_column(ForeignKey("flow_versions.version"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    dedupe_key: Mapped[str | None] = mapped_column(String(500))
+    order_key: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    replay_kind: Mapped[str | None] = mapped_column(String(16))
+    current_step: Mapped[str | None] = mapped_column(String(100))
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        UniqueConstraint("flow_id", "dedupe_key", name="uq_runs_flow_dedupe"),
+        CheckConstraint("status IN ('queued','running','waiting','succeeded','failed','filtered')",
+                        name="ck_runs_status"),
+        Index("ix_runs_flow_id_id", "flow_id", "id"),
+        Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_flow_status_id", "flow_id", "status", "id"),
+        Index("ix_runs_created_at", "created_at"),
+        Index("ix_runs_order", "flow_id", "order_key", "id"),
+        Index("ix_runs_parent", "parent_run_id"),
+    )
+
+
+class StepRunRow(Base):
+    __tablename__ = "step_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    input: Mapped[Any] = mapped_column(JSON, nullable=True)
+    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    request: Mapped[Any] = mapped_column(JSON, nullable=True)
+    response: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    retry_at: Mapped[float | None] = mapped_column(Float)
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", "attempt", name="uq_step_runs_attempt"),
+        CheckConstraint("status IN ('running','succeeded','failed','skipped','filtered')", name="ck_step_runs_status"),
+    )
+
+
+class RunIndexRow(Base):
+    """Values of ``trigger.index`` fields, so runs of one order are found among millions."""
+
+    __tablename__ = "run_index"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))
+    __table_args__ = (Index("ix_run_index_name_value", "name", "value"),)
+
+
+class SandboxRequestRow(Base):
+    """Requests received by the built-in sandbox receiver."""
+
+    __tablename__ = "sandbox_requests"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(Text)
+    headers: Mapped[list[Any]] = mapped_column(JSON)
+    body: Mapped[str] = mapped_column(Text)
+    response_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_sandbox_name_id", "name", "id"),)
+
+
+class LeaseLost(EngineError):
+    """Another worker took this run over (our lease expired); stop without writing more."""
+
+
+@dataclass
+class Accepted:
+    run_id: int
+    duplicate: bool
+
+
+@dataclass
+class Claim:
+    """A run this worker now owns, with all it needs to continue."""
+
+    run: RunRecord
+    event: EventRecord
+    source: str
+    path: str
+    steps: list[StepResult]
+
+
+@dataclass
+class RunPage:
+    runs: list[RunRecord]
+    next_cursor: int | None
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An Engine with WAL and busy timeouts on SQLite and pre-ping everywhere (a restarted database heals)."""
+    is_sqlite = url.startswith("sqlite")
+    options: dict[str, Any] = {"json_serializer": _dumps, "pool_pre_ping": not is_sqlite, **kwargs}
+    if is_sqlite:
+        options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, **options)
+    if is_sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # Writers take the lock up front: a deferred transaction that upgrades to a write
+            # lock fails with SQLITE_BUSY instead of waiting for the busy timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("hl_write") else "BEGIN")
+
+    return engine
+
+
+def _run_record(row: RunRow) -> RunRecord:
+    return RunRecord(
+        id=row.id, flow_id=row.flow_id, flow_version=row.flow_version, event_id=row.event_id,
+        status=RunStatus(row.status), created_at=row.created_at, updated_at=row.updated_at,
+        started_at=row.started_at, finished_at=row.finished_at, next_attempt_at=row.next_attempt_at,
+        dedupe_key=row.dedupe_key, order_key=row.order_key, error=row.error, reason=row.reason,
+        parent_run_id=row.parent_run_id, replay_kind=row.replay_kind, current_step=row.current_step,
+        deliveries=row.deliveries, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
+    )
+
+
+def _event_record(row: EventRow) -> EventRecord:
+    return EventRecord(id=row.id, flow_id=row.flow_id, received_at=row.received_at, method=row.method,
+                       query=row.query, headers=[(k, v) for k, v in row.headers], body=bytes(row.body),
+                       content_type=row.content_type)
+
+
+def _step_result(row: StepRunRow) -> StepResult:
+    return StepResult(
+        step_id=row.step_id, status=StepStatus(row.status), attempt=row.attempt, position=row.position,
+        input=row.input, output=row.output, request=row.request, response=row.response,
+        error_type=row.error_type, error_message=row.error_message, started_at=row.started_at,
+        finished_at=row.finished_at, retry_at=row.retry_at, idempotency_key=row.idempotency_key,
+    )
+
+
+class RunStore:
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.engine.execution_options(hl_write=True), expire_on_commit=False)
+        self._known_versions: set[str] = set()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Session]:
+        maker = self._write if write else self._read
+        try:
+            with maker() as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise StoreUnavailable(f"database unavailable: {str(exc.orig).splitlines()[0][:200]}") from exc
+            raise
+
+    def create_all(self) -> None:
+        """Create tables directly (tests); deployments use `hookline db upgrade` (Alembic)."""
+        Base.metadata.create_all(self.engine)
+
+    def drop_all(self) -> None:
+        Base.metadata.drop_all(self.engine)
+
+    def ping(self) -> None:
+        with self._tx(write=False) as s:
+            s.execute(select(1))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- flow versions (I10) ---------------------------------------------------------------
+
+    def _ensure_version(self, s: Session, flow_id: str, version: str, source: str, path: str, now: float) -> None:
+        if version in self._known_versions:
+            return
+        if s.get(FlowVersionRow, version) is None:
+            s.add(FlowVersionRow(version=version, flow_id=flow_id, path=path, source=source, created_at=now))
+            s.flush()
+        self._known_versions.add(version)
+
+    def save_flow_version(self, flow_id: str, version: str, source: str, path: str) -> None:
+        try:
+            with self._tx() as s:
+                self._ensure_version(s, flow_id, version, source, path, time.time())
+        except IntegrityError:
+            self._known_versions.add(version)  # another process saved it first
+
+    def flow_source(self, version: str) -> tuple[str, str, str] | None:
+        """(flow_id, source, path) of a stored flow version."""
+        with self._tx(write=False) as s:
+            row = s.get(FlowVersionRow, version)
+            return (row.flow_id, row.source, row.path) if row else None
+
+    # --- ingress (I1, I2) --------------------------------------------------------------------
+
+    def accept(
+        self,
+        *,
+        flow_id: str,
+        version: str,
+        source: str,
+        path: str,
+        method: str,
+        query: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        content_type: str,
+        dedupe_key: str | None,
+        order_key: str | None = None,
+        index: dict[str, str] | None = None,
+        now: float | None = None,
+    ) -> Accepted:
+        """Store the raw event and a queued run in one transaction, or find the run a duplicate belongs to."""
+        now = time.time() if now is None else now
+        if version not in self._known_versions:
+            self.save_flow_version(flow_id, version, source, path)
+        try:
+            with self._tx() as s:
+                ev = EventRow(flow_id=flow_id, received_at=now, method=method, query=query,
+                              headers=[list(h) for h in headers], body=body, content_type=content_type)
+                s.add(ev)
+                s.flush()
+                run = RunRow(flow_id=flow_id, flow_version=version, event_id=ev.id, status=RunStatus.QUEUED.value,
+                             dedupe_key=dedupe_key, order_key=order_key, created_at=now, updated_at=now)
+                s.add(run)
+                s.flush()
+                for name, value in (index or {}).items():
+                    s.add(RunIndexRow(run_id=run.id, name=name, value=value))
+                return Accepted(run.id, False)
+        except IntegrityError:
+            if dedupe_key is None:
+                raise
+        with self._tx() as s:
+            first = s.execute(
+                select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.dedupe_key == dedupe_key)
+            ).scalar_one()
+            s.execute(update(RunRow).where(RunRow.id == first).values(deliveries=RunRow.deliveries + 1))
+            return Accepted(first, True)
+
+    # --- execution (I4, I5, I7, I8) ----------------------------------------------------------
+
+    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None) -> Claim | None:
+        """Take the run if it is runnable and not leased; None when someone else has it or it is done."""
+        now = time.time() if now is None else now
+        with self._tx() as s:
+            runnable = or_(
+                RunRow.status == RunStatus.QUEUED.value,
+                and_(RunRow.status == RunStatus.WAITING.value,
+                     or_(RunRow.next_attempt_at.is_(None), RunRow.next_attempt_at <= now + 0.5)),
+                and_(RunRow.status == RunStatus.RUNNING.value, RunRow.lease_expires_at < now),
+            )
+            res = s.execute(
+                update(RunRow).where(RunRow.id == run_id, runnable).values(
+                    status=RunStatus.RUNNING.value, lease_owner=owner, lease_expires_at=now + lease_s,
+                    started_at=func.coalesce(RunRow.started_at, now), updated_at=now, reason=None,
+                )
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = s.get(RunRow, run_id)
+            assert row is not None
+            if row.order_key is not None:
+                blocker = s.execute(
+                    select(RunRow.id).where(
+                        RunRow.flow_id == row.flow_id, RunRow.order_key == row.order_key, RunRow.id < row.id,
+                        RunRow.status.not_in([t.value for t in TERMINAL]),
+                    ).order_by(RunRow.id).limit(1)
+                ).scalar()
+                if blocker is not None:
+                    row.status = RunStatus.WAITING.value
+                    row.lease_owner = None
+                    row.lease_expires_at = None
+                    row.next_attempt_at = None
+                    row.reason = f"waiting for run {blocker} (same order key)"
+                    return None
+            # an attempt left `running` by a dead worker is recorded as interrupted; it counts as an attempt
+            s.execute(
+                update(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.status == StepStatus.RUNNING.value)
+                .values(status=StepStatus.FAILED.value, finished_at=now, error_type="Interrupted",
+                        error_message="the worker stopped during this attempt; it is retried with the same "
+                                      "Idempotency-Key")
+            )
+            ev = s.get(EventRow, row.event_id)
+            fv = s.get(FlowVersionRow, row.flow_version)
+            assert ev is not None and fv is not None
+            steps = s.execute(
+                select(StepRunRow).where(StepRunRow.run_id == run_id).order_by(StepRunRow.id)
+            ).scalars().all()
+            return Claim(_run_record(row), _event_record(ev), fv.source, fv.path, [_step_result(r) for r in steps])
+
+    def _renew(self, s: Session, run_id: int, owner: str, lease_until: float, step_id: str | None) -> None:
+        values: dict[str, Any] = {"lease_expires_at": lease_until, "updated_at": time.time()}
+        if step_id is not None:
+            values["current_step"] = step_id
+        res = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner,
+                                             RunRow.status == RunStatus.RUNNING.value).values(**values))
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
+
+    def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
+        with self._tx() as s:
+            self._renew(s, run_id, owner, lease_until, result.step_id)
+            s.add(self._step_row(run_id, result))
+
+    def step_finished(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
+        with self._tx() as s:
+            self._renew(s, run_id, owner, lease_until, result.step_id)
+            self._write_step(s, run_id, result)
+
+    def _write_step(self, s: Session, run_id: int, result: StepResult) -> None:
+        existing = s.execute(
+            select(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.step_id == result.step_id,
+                                     StepRunRow.attempt == result.attempt)
+        ).scalar_one_or_none()
+        if existing is None:
+            s.add(self._step_row(run_id, result))
+            return
+        for name in ("status", "finished_at", "input", "output", "request", "response", "error_type",
+                     "error_message", "retry_at", "idempotency_key"):
+            value = getattr(result, name)
+            setattr(existing, name, value.value if isinstance(value, StepStatus) else value)
+
+    @staticmethod
+    def _step_row(run_id: int, r: StepResult) -> StepRunRow:
+        return StepRunRow(
+            run_id=run_id, step_id=r.step_id, position=r.position, attempt=r.attempt, status=r.status.value,
+            started_at=r.started_at, finished_at=r.finished_at, input=r.input, output=r.output, request=r.request,
+            response=r.response, error_type=r.error_type, error_message=r.error_message, retry_at=r.retry_at,
+            idempotency_key=r.idempotency_key,
+        )
+
+    def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None) -> None:
+        """Record the run's outcome (terminal, or WAITING with its next attempt time) and release the lease."""
+        now = time.time() if now is None else now
+        terminal = result.status in TERMINAL
+        with self._tx() as s:
+            res = s.execute(
+                update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner,
+                                     RunRow.status == RunStatus.RUNNING.value).values(
+                    status=result.status.value, updated_at=now, finished_at=now if terminal else None,
+                    error=result.error, next_attempt_at=None if terminal else result.next_attempt_at,
+                    reason=None if terminal else result.error, lease_owner=None, lease_expires_at=None,
+                    current_step=None if terminal else RunRow.current_step,
+                )
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
+
+    def release(self, run_id: int, owner: str, reason: str) -> None:
+        """Give a claimed run back (e.g. the database hiccuped mid-run): it becomes waiting, retried by the reaper."""
+        with self._tx() as s:
+            s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner).values(
+                status=RunStatus.WAITING.value, lease_owner=None, lease_expires_at=None, reason=reason,
+                next_attempt_at=time.time() + 1, updated_at=time.time()))
+
+    def due_runs(self, now: float, queued_grace: float, limit: int = 500) -> list[int]:
+        """Runs a worker should pick up: lease expired, retry due, or queued too long (never enqueued)."""
+        with self._tx(write=False) as s:
+            rows = s.execute(
+                select(RunRow.id).where(or_(
+                    and_(RunRow.status == RunStatus.RUNNING.value, RunRow.lease_expires_at < now),
+                    and_(RunRow.status == RunStatus.WAITING.value, RunRow.next_attempt_at.is_not(None),
+                         RunRow.next_attempt_at <= now - 1.0),
+                    and_(RunRow.status == RunStatus.QUEUED.value, RunRow.created_at <= now - queued_grace),
+                    and_(RunRow.status == RunStatus.WAITING.value, RunRow.next_attempt_at.is_(None),
+                         RunRow.updated_at <= now - queued_grace),
+                )).order_by(RunRow.id).limit(limit)
+            ).scalars().all()
+            return list(rows)
+
+    def next_in_order(self, flow_id: str, order_key: str) -> int | None:
+        """The oldest unfinished run of an order key, to start once its predecessor ended."""
+        with self._tx(write=False) as s:
+            return s.execute(
+                select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.order_key == order_key,
+                                        RunRow.status.not_in([t.value for t in TERMINAL]))
+                .order_by(RunRow.id).limit(1)
+            ).scalar()
+
+    # --- replay (I5: a new, linked run) ------------------------------------------------------
+
+    def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_steps_before: str | None = None,
+                          now: float | None = None) -> int:
+        """A new queued run on the same event, linked to its parent.
+
+        With ``keep_steps_before`` (retry from a step), the parent's succeeded results before that
+        step are copied so they are not executed again.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as s:
+            parent = s.get(RunRow, parent_id)
+            if parent is None:
+                raise KeyError(parent_id)
+            run = RunRow(flow_id=parent.flow_id, flow_version=version, event_id=parent.event_id,
+                         status=RunStatus.QUEUED.value, dedupe_key=None, order_key=parent.order_key,
+                         created_at=now, updated_at=now, parent_run_id=parent.id, replay_kind=kind)
+            s.add(run)
+            s.flush()
+            if keep_steps_before is not None:
+                rows = s.execute(select(StepRunRow).where(StepRunRow.run_id == parent_id).order_by(StepRunRow.id))
+                for row in rows.scalars():
+                    if row.step_id == keep_steps_before:
+                        break
+                    if row.status in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
+                        copy = _step_result(row)
+                        s.add(self._step_row(run.id, copy))
+            for idx in s.execute(select(RunIndexRow).where(RunIndexRow.run_id == parent_id)).scalars():
+                s.add(RunIndexRow(run_id=run.id, name=idx.name, value=idx.value))
+            return run.id
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> RunDetail | None:
+        with self._tx(write=False) as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                return None
+            ev = s.get(EventRow, row.event_id)
+            assert ev is not None
+            steps = s.execute(select(StepRunRow).where(StepRunRow.run_id == run_id).order_by(StepRunRow.id))
+            children = s.execute(select(RunRow).where(RunRow.parent_run_id == run_id).order_by(RunRow.id))
+            index = s.execute(select(RunIndexRow).where(RunIndexRow.run_id == run_id))
+            return RunDetail(
+                run=_run_record(row), event=_event_record(ev), steps=[_step_result(r) for r in steps.scalars()],
+                children=[_run_record(c) for c in children.scalars()],
+                index={i.name: i.value for i in index.scalars()},
+            )
+
+    def get_run_record(self, run_id: int) -> RunRecord | None:
+        with self._tx(write=False) as s:
+            row = s.get(RunRow, run_id)
+            return _run_record(row) if row else None
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        q: str | None = None,
+        cursor: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """Newest first, keyset-paginated on id (no OFFSET, no COUNT).
+
+        ``q`` matches a dedupe key exactly, ``name:value`` an indexed field, a number a run id, and
+        otherwise text inside the raw event body. ``after`` returns runs newer than that id (live refresh).
+        """
+        limit = max(1, min(limit, 500))
+        stmt = select(RunRow)
+        if flow:
+            stmt = stmt.where(RunRow.flow_id == flow)
+        if status:
+            statuses = [status] if isinstance(status, str) else list(status)
+            stmt = stmt.where(RunRow.status.in_(statuses))
+        if since is not None:
+            stmt = stmt.where(RunRow.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(RunRow.created_at < until)
+        if q:
+            stmt = stmt.where(self._search(q))
+        if cursor is not None:
+            stmt = stmt.where(RunRow.id < cursor)
+        if after is not None:
+            stmt = stmt.where(RunRow.id > after)
+        stmt = stmt.order_by(RunRow.id.desc()).limit(limit + 1)
+        with self._tx(write=False) as s:
+            rows = s.execute(stmt).scalars().all()
+        runs = [_run_record(r) for r in rows[:limit]]
+        return RunPage(runs, runs[-1].id if len(rows) > limit else None)
+
+    def _search(self, q: str) -> Any:
+        q = q.strip()
+        conditions = [RunRow.dedupe_key == q]
+        if q.isdigit():
+            conditions.append(RunRow.id == int(q))
+        if ":" in q:
+            name, value = q.split(":", 1)
+            conditions.append(exists().where(RunIndexRow.run_id == RunRow.id, RunIndexRow.name == name.strip(),
+                                             RunIndexRow.value == value.strip()))
+        needle = q.encode()
+        body_match = (func.position(needle, EventRow.body) > 0 if self.dialect == "postgresql"
+                      else func.instr(EventRow.body, needle) > 0)
+        conditions.append(exists().where(EventRow.id == RunRow.event_id, body_match))
+        return or_(*conditions)
+
+    def ids_matching(self, *, flow: str | None, status: str | None, since: float | None, until: float | None,
+                     q: str | None = None, limit: int = 10_000) -> list[int]:
+        """Run ids for a bulk action, oldest first."""
+        ids: list[int] = []
+        cursor = None
+        while len(ids) < limit:
+            page = self.list_runs(flow=flow, status=status, since=since, until=until, q=q, cursor=cursor, limit=500)
+            ids.extend(r.id for r in page.runs)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return sorted(ids[:limit])
+
+    def flow_stats(self, since: float) -> dict[str, dict[str, Any]]:
+        """Per flow: run counts by status since a time, and the last failure."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._tx(write=False) as s:
+            rows = s.execute(
+                select(RunRow.flow_id, RunRow.status, func.count()).where(RunRow.created_at >= since)
+                .group_by(RunRow.flow_id, RunRow.status)
+            ).all()
+            for flow_id, status, count in rows:
+                out.setdefault(flow_id, {"counts": {}, "last_failure": None})["counts"][status] = count
+            for flow_id in out:
+                last = s.execute(
+                    select(RunRow).where(RunRow.flow_id == flow_id, RunRow.status == RunStatus.FAILED.value)
+                    .order_by(RunRow.id.desc()).limit(1)
+                ).scalar()
+                out[flow_id]["last_failure"] = _run_record(last) if last else None
+        return out
+
+    def volume(self, flow_id: str, since: float, bucket_s: float) -> list[int]:
+        """Run counts per time bucket since ``since`` (for the flows page's chart)."""
+        buckets = max(1, int((time.time() - since) // bucket_s) + 1)
+        counts = [0] * buckets
+        with self._tx(write=False) as s:
+            rows = s.execute(
+                select(func.floor((RunRow.created_at - since) / bucket_s), func.count())
+                .where(RunRow.flow_id == flow_id, RunRow.created_at >= since)
+                .group_by(func.floor((RunRow.created_at - since) / bucket_s))
+            ).all()
+        for b, c in rows:
+            if b is not None and 0 <= int(b) < buckets:
+                counts[int(b)] = c
+        return counts
+
+    # --- sandbox receiver --------------------------------------------------------------------------
+
+    def sandbox_record(self, name: str, method: str, path: str, headers: list[tuple[str, str]], body: str,
+                       response_id: str) -> int:
+        with self._tx() as s:
+            row = SandboxRequestRow(name=name, method=method, path=path, headers=[list(h) for h in headers],
+                                    body=body, response_id=response_id, created_at=time.time())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def sandbox_list(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        stmt = select(SandboxRequestRow).order_by(SandboxRequestRow.id.desc()).limit(limit)
+        if name:
+            stmt = stmt.where(SandboxRequestRow.name == name)
+        with self._tx(write=False) as s:
+            return [
+                {"id": r.id, "name": r.name, "method": r.method, "path": r.path, "headers": r.headers,
+                 "body": r.body, "response_id": r.response_id, "created_at": r.created_at}
+                for r in s.execute(stmt).scalars()
+            ]

@@ -1,0 +1,59 @@
+"""The only Huey instance, and tasks that are three-line calls into the service.
+
+``huey_consumer engine.tasks.huey`` works, but ``hookline worker`` also starts the reaper thread.
+Settings come from the environment once per process; the service is built on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+
+from engine.config import Settings
+
+log = logging.getLogger("hookline.tasks")
+
+
+def make_huey(settings: Settings) -> Huey:
+    if settings.redis_url:
+        return RedisHuey("hookline", url=settings.redis_url, results=False)
+    return SqliteHuey("hookline", filename=settings.queue_path, results=False, timeout=30)
+
+
+settings = Settings.from_env()
+huey = make_huey(settings)
+_service = None
+_lock = threading.Lock()
+
+
+def service():  # type: ignore[no-untyped-def]
+    """The process's Service, built on first use (not at import)."""
+    global _service
+    with _lock:
+        if _service is None:
+            from engine.catalog import FlowCatalog
+            from engine.service import Service
+            from engine.store import RunStore
+
+            _service = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir),
+                               enqueue=enqueue, pending=huey.pending_count)
+        return _service
+
+
+@huey.task(retries=0)
+def execute_run(run_id: int) -> None:
+    service().execute_run(run_id)
+
+
+@huey.periodic_task(crontab(minute="*"))
+def reap() -> None:
+    service().reap()
+
+
+def enqueue(run_id: int, delay: float = 0.0) -> None:
+    if delay > 0:
+        execute_run.schedule((run_id,), delay=delay)
+    else:
+        execute_run(run_id)

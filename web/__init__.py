@@ -1,0 +1,40 @@
+"""The Flask adapter: ingress (/hooks), sandbox receiver, health checks and the operator UI."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask
+
+from engine.config import Settings
+from engine.service import Service
+
+
+def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Flask:
+    """Build the app; without ``service`` it wires the store, catalog and Huey queue from settings."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    if service is None:
+        from engine import tasks
+        from engine.catalog import FlowCatalog
+        from engine.store import RunStore
+
+        service = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir),
+                          enqueue=tasks.enqueue, pending=tasks.huey.pending_count)
+    app.extensions["hookline"] = service
+
+    from web import health, hooks, sandbox
+    from web.errors import register_error_handlers
+
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(health.bp)
+    if settings.sandbox:
+        app.register_blueprint(sandbox.bp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,34 @@
+"""/healthz (the process answers) and /readyz (database and queue reachable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from web.hooks import service
+
+bp = Blueprint("health", __name__)
+
+
+@bp.route("/healthz")
+def healthz() -> Any:
+    return jsonify({"ok": True})
+
+
+@bp.route("/readyz")
+def readyz() -> Any:
+    svc = service()
+    checks: dict[str, str] = {}
+    try:
+        svc.store.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"unavailable: {str(exc)[:200]}"
+    if svc.pending is not None:
+        try:
+            checks["queue"] = f"ok ({svc.pending()} pending)"
+        except Exception as exc:  # noqa: BLE001
+            checks["queue"] = f"unavailable: {str(exc)[:200]}"
+    ok = all(v.startswith("ok") for v in checks.values())
+    return jsonify({"ok": ok, "checks": checks}), 200 if ok else 503

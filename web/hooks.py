@@ -1,0 +1,111 @@
+"""POST /hooks/<flow_id>: verify, store, enqueue, answer 202 (or say exactly why not)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine import envrefs
+from engine.catalog import BrokenFlow
+from engine.errors import MissingEnvError, StoreUnavailable, VerificationError, VerificationUnavailable
+from engine.events import BadBody, parse_body
+from engine.model import Flow
+from engine.service import Service
+from web.errors import ApiError
+
+bp = Blueprint("hooks", __name__)
+log = logging.getLogger("hookline.ingress")
+
+
+def service() -> Service:
+    svc: Service = current_app.extensions["hookline"]
+    return svc
+
+
+def _flow(flow_id: str) -> Flow:
+    flow = service().catalog.get(flow_id)
+    if flow is None:
+        raise ApiError(404, f"no flow with id {flow_id!r}")
+    if isinstance(flow, BrokenFlow):
+        raise ApiError(503, f"flow {flow_id!r} has errors and is not served: {flow.errors[0]}")
+    return flow
+
+
+def _read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, f"body exceeds the {limit}-byte limit")
+    return body
+
+
+@bp.route("/hooks/<flow_id>", methods=["GET"])
+def handshake(flow_id: str) -> Any:
+    """``hub.challenge`` echo (Meta, WebSub) after checking ``hub.verify_token``; starts no run."""
+    flow = _flow(flow_id)
+    challenge = request.args.get("hub.challenge")
+    if challenge is None:
+        raise ApiError(405, "webhooks are delivered with POST or PUT")
+    expected = flow.trigger.verify_token
+    if expected is None:
+        raise ApiError(403, "this flow has no trigger.verify_token for hub.challenge handshakes")
+    try:
+        token = envrefs.expand(expected, service().env)
+    except MissingEnvError as exc:
+        raise ApiError(503, f"verify token not configured: {exc}") from None
+    import hmac
+
+    if not hmac.compare_digest(request.args.get("hub.verify_token", "").encode(), token.encode()):
+        raise ApiError(403, "hub.verify_token does not match")
+    return Response(challenge, mimetype="text/plain")
+
+
+@bp.route("/hooks/<flow_id>", methods=["POST", "PUT"])
+def receive(flow_id: str) -> Any:
+    svc = service()
+    flow = _flow(flow_id)
+    limit = flow.trigger.max_body or svc.settings.max_body
+    body = _read_body(limit)
+    headers = list(request.headers.items())
+    content_type = request.headers.get("Content-Type", "")
+    if flow.trigger.verify is not None:
+        from engine.verify import verify_request
+
+        try:
+            verify_request(flow.trigger.verify, body=body, headers={k.lower(): v for k, v in headers},
+                           query=request.args.to_dict(), env=svc.env, now=_now())
+        except VerificationError as exc:
+            log.warning("rejected webhook for %s: %s", flow_id, exc)
+            raise ApiError(401, f"verification failed: {exc}") from None
+        except VerificationUnavailable as exc:
+            log.error("cannot verify webhooks for %s: %s", flow_id, exc)
+            raise ApiError(503, str(exc)) from None
+    try:
+        parsed = parse_body(body, content_type)
+    except BadBody as exc:
+        raise ApiError(400, str(exc)) from None
+    if isinstance(parsed, dict) and parsed.get("type") == "url_verification" and "challenge" in parsed:
+        return jsonify({"challenge": parsed["challenge"]})  # Slack's URL handshake: no run
+    try:
+        accepted = svc.accept_event(flow, method=request.method, query_string=request.query_string.decode("latin-1"),
+                                    headers=headers, body=body, content_type=content_type, parsed=parsed)
+    except (StoreUnavailable, SQLAlchemyError) as exc:
+        log.error("could not store webhook for %s: %s", flow_id, exc)
+        raise ApiError(503, "could not store the event; retry later") from None
+    run_url = url_for("ui.run_detail", run_id=accepted.run_id) if "ui.run_detail" in current_app.view_functions \
+        else None
+    if accepted.duplicate:
+        log.info("duplicate webhook for %s -> run %s", flow_id, accepted.run_id)
+        return jsonify({"ok": True, "run_id": accepted.run_id, "duplicate": True, "run_url": run_url}), 200
+    log.info("accepted webhook for %s -> run %s", flow_id, accepted.run_id)
+    return jsonify({"ok": True, "run_id": accepted.run_id, "status": "queued", "run_url": run_url}), 202
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
