@@ -271,7 +271,7 @@ class List_(Expr):
 
 
 def _render_error(where: Where, message: str) -> TemplateError:
-    return TemplateError(message, file=where.file, line=where.line, path=where.path) from None
+    return TemplateError(message, file=where.file, line=where.line, path=where.path)
 
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
