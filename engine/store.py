@@ -34,6 +34,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    literal,
     or_,
     select,
     update,
@@ -604,8 +605,10 @@ class RunStore:
             conditions.append(exists().where(RunIndexRow.run_id == RunRow.id, RunIndexRow.name == name.strip(),
                                              RunIndexRow.value == value.strip()))
         needle = q.encode()
-        body_match = (func.position(needle, EventRow.body) > 0 if self.dialect == "postgresql"
-                      else func.instr(EventRow.body, needle) > 0)
+        if self.dialect == "postgresql":  # position(bytea IN bytea): works on non-UTF-8 bodies too
+            body_match = func.position(literal(needle, LargeBinary).op("IN")(EventRow.body)) > 0
+        else:
+            body_match = func.instr(EventRow.body, needle) > 0
         conditions.append(exists().where(EventRow.id == RunRow.event_id, body_match))
         return or_(*conditions)
 

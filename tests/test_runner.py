@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.model import RunInfo, RunStatus, StepResult, StepStatus
+from engine.runner import idempotency_key, run_flow, run_to_end
+from engine.steps import RetryPolicy
+from tests.conftest import make_event, make_flow
+from tests.support import Target
+
+
+def http_step(sid: str = "call", **kw: Any) -> dict[str, Any]:
+    return {"id": sid, "http": {"method": "POST", **kw}}
+
+
+class ListRecorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def step_started(self, step: Any, attempt: int, started_at: float, idempotency_key: str) -> None:
+        self.events.append(("started", (step.id, attempt, idempotency_key)))
+
+    def step_finished(self, result: StepResult) -> None:
+        self.events.append(("finished", (result.step_id, result.status, result.attempt)))
+
+
+def test_request_rendering_with_a_transport() -> None:
+    seen: list[httpx.Request] = []
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(202, json={"id": 9})))
+    flow = make_flow([http_step(url="https://api.test/orders/{{ event.id }}", query={"q": "$.id"},
+                                headers={"X-Flow": "{{ run.flow }}"}, json={"n": "{{ event.n * 2 }}"})])
+    result = run_flow(flow, make_event(n=21), http=client, run=RunInfo(id=5, flow="test_flow"))
+    assert result.status is RunStatus.SUCCEEDED
+    assert str(seen[0].url) == "https://api.test/orders/evt_1?q=evt_1"
+    assert json.loads(seen[0].content) == {"n": 42}
+    assert seen[0].headers["x-flow"] == "test_flow"
+    assert seen[0].headers["idempotency-key"] == idempotency_key("test_flow", 5, "call")
+    assert result.steps[0].output["response"]["json"] == {"id": 9}
+
+
+def test_filter_false_ends_run_as_filtered() -> None:
+    flow = make_flow([{"id": "f", "filter": "event.type == 'paid'"}, {"id": "t", "transform": {"a": 1}}])
+    result = run_flow(flow, make_event(type="refund"))
+    assert result.status is RunStatus.FILTERED
+    assert [s.status for s in result.steps] == [StepStatus.FILTERED]
+
+
+def test_when_false_skips_the_step() -> None:
+    flow = make_flow([{"id": "a", "transform": {"v": "{{ event.v }}"}},
+                      {"id": "b", "when": "steps.a.v > 0", "transform": {"x": 1}},
+                      {"id": "c", "transform": {"b": "{{ steps.b }}"}}])
+    result = run_flow(flow, make_event(v=0))
+    assert [s.status for s in result.steps] == [StepStatus.SUCCEEDED, StepStatus.SKIPPED, StepStatus.SUCCEEDED]
+    assert result.steps[2].output == {"b": None}
+
+
+def test_done_steps_are_never_executed_again() -> None:
+    calls: list[httpx.Request] = []
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200, json={})))
+    flow = make_flow([http_step("a", url="https://x.test/a"), http_step("b", url="https://x.test/b")])
+    done = {"a": StepResult("a", StepStatus.SUCCEEDED, output={"response": {"json": {"id": 1}}})}
+    result = run_flow(flow, make_event(), http=client, done=done, attempts={"a": 1})
+    assert [str(r.url) for r in calls] == ["https://x.test/b"]
+    assert [s.step_id for s in result.steps] == ["b"]
+
+
+def test_template_error_at_run_time_fails_the_step_with_location() -> None:
+    flow = make_flow([{"id": "t", "transform": {"x": "{{ event.nope.deeper }}"}}])
+    result = run_flow(flow, make_event())
+    assert result.status is RunStatus.FAILED
+    assert result.steps[0].error_type == "TemplateError"
+    assert "test_flow.yaml:" in (result.steps[0].error_message or "") and "nope" in (result.error or "")
+
+
+def test_missing_env_fails_the_step_naming_the_variable() -> None:
+    flow = make_flow([http_step(url="${MISSING_URL}/x")])
+    result = run_flow(flow, make_event(), env={})
+    assert result.status is RunStatus.FAILED and "MISSING_URL" in (result.error or "")
+
+
+def test_secrets_from_env_never_reach_the_record() -> None:
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"echo": r.url.path})))
+    flow = make_flow([http_step(url="https://api.test/${TENANT}/x", headers={"X-Key": "k-${API_KEY}"},
+                                json={"k": "${API_KEY}"})])
+    result = run_flow(flow, make_event(), http=client, env={"API_KEY": "sk_live_123456", "TENANT": "acme-secret"})
+    dump = json.dumps([vars(s) for s in result.steps], default=str)
+    assert "sk_live_123456" not in dump and "acme-secret" not in dump
+    assert "${API_KEY}" in dump
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(500, True), (503, True), (408, True), (429, True),
+                                                   (400, False), (404, False), (422, False)])
+def test_status_classification(target: Target, http: httpx.Client, status: int, retryable: bool) -> None:
+    target.script["/x"] = [(status, {"error": "nope"})]
+    flow = make_flow([http_step(url=f"{target.url}/x", retry={"max_attempts": 3, "initial": "1s"})])
+    result = run_flow(flow, make_event(), http=http, rng=lambda: 0.5)
+    assert result.status is (RunStatus.WAITING if retryable else RunStatus.FAILED)
+    step = result.steps[0]
+    assert step.response is not None and step.response["status"] == status
+    assert '"nope"' in step.response["body"]
+
+
+def test_connection_refused_and_timeout_are_retryable(target: Target, http: httpx.Client) -> None:
+    from tests.support import free_port
+
+    flow = make_flow([http_step(url=f"http://127.0.0.1:{free_port()}/x")])
+    assert run_flow(flow, make_event(), http=http).status is RunStatus.WAITING
+    target.delay = 0.5
+    flow = make_flow([http_step(url=f"{target.url}/slow", timeout="100ms")])
+    result = run_flow(flow, make_event(), http=http)
+    assert result.status is RunStatus.WAITING and "timed out" in (result.steps[0].error_message or "")
+
+
+def test_retry_after_is_honoured(target: Target, http: httpx.Client) -> None:
+    target.script["/x"] = [(429, b"")]
+    flow = make_flow([http_step(url=f"{target.url}/x", retry={"max_attempts": 3, "initial": "1s"})])
+
+    clock_now = 1000.0
+    result = run_flow(flow, make_event(), http=http, clock=lambda: clock_now, rng=lambda: 0.0)
+    assert result.next_attempt_at == clock_now  # jitter 0, no Retry-After header
+    # now with the header
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(503)
+            self.send_header("Retry-After", "30")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    flow = make_flow([http_step(url=f"http://127.0.0.1:{srv.server_address[1]}/x")])
+    result = run_flow(flow, make_event(), http=http, clock=lambda: clock_now, rng=lambda: 0.0)
+    srv.shutdown()
+    assert result.next_attempt_at == clock_now + 30
+
+
+def test_backoff_is_full_jitter_within_bounds() -> None:
+    policy = RetryPolicy(max_attempts=10, initial=2.0, max_delay=600.0)
+    assert policy.delay(1, lambda: 1.0) == 2.0
+    assert policy.delay(3, lambda: 1.0) == 8.0
+    assert policy.delay(20, lambda: 1.0) == 600.0
+    assert policy.delay(5, lambda: 0.0) == 0.0
+    import random
+
+    rng = random.Random(1)
+    assert all(0 <= policy.delay(a, rng.random) <= min(600, 2 * 2 ** (a - 1)) for a in range(1, 12) for _ in range(50))
+
+
+def test_retries_then_success_with_same_idempotency_key(target: Target, http: httpx.Client) -> None:
+    target.script["/x"] = [(503, {}), (503, {}), (201, {"id": "ok"})]
+    flow = make_flow([http_step(url=f"{target.url}/x", retry={"max_attempts": 5, "initial": "10ms"})])
+    sleeps: list[float] = []
+    result = run_to_end(flow, make_event(), http=http, sleep=sleeps.append, run=RunInfo(id=77, flow="test_flow"))
+    assert result.status is RunStatus.SUCCEEDED
+    assert [s.attempt for s in result.steps] == [1, 2, 3]
+    keys = {r.headers["idempotency-key"] for r in target.requests("/x")}
+    assert len(keys) == 1 and len(target.requests("/x")) == 3
+    assert all(0 <= s <= 0.02 for s in sleeps)
+
+
+def test_gives_up_after_max_attempts(target: Target, http: httpx.Client) -> None:
+    target.script["/x"] = [(502, {})]
+    flow = make_flow([http_step(url=f"{target.url}/x", retry={"max_attempts": 2, "initial": "1ms"})])
+    result = run_to_end(flow, make_event(), http=http, sleep=lambda s: None)
+    assert result.status is RunStatus.FAILED and "gave up after 2 attempts" in (result.error or "")
+
+
+def test_host_from_event_data_is_refused_unless_allowed(target: Target, http: httpx.Client) -> None:
+    flow = make_flow([http_step(url="{{ event.callback }}")])
+    result = run_flow(flow, make_event(callback=f"{target.url}/x"), http=http)
+    assert result.status is RunStatus.FAILED and "allow_hosts" in (result.error or "")
+    assert target.requests() == []
+    flow = make_flow([http_step(url="{{ event.callback }}", allow_hosts=["127.0.0.1"])])
+    assert run_flow(flow, make_event(callback=f"{target.url}/x"), http=http).status is RunStatus.SUCCEEDED
+    # a templated path under a fixed host is fine
+    flow = make_flow([http_step(url=target.url + "/items/{{ event.id }}")])
+    assert run_flow(flow, make_event(), http=http).status is RunStatus.SUCCEEDED
+
+
+def test_link_local_is_always_refused(http: httpx.Client) -> None:
+    flow = make_flow([http_step(url="http://169.254.169.254/latest/meta-data", allow_hosts=["*"])])
+    result = run_flow(flow, make_event(), http=http)
+    assert result.status is RunStatus.FAILED and "link-local" in (result.error or "")
+
+
+def test_dry_run_sends_nothing_and_shows_requests(target: Target) -> None:
+    flow = make_flow([http_step("a", url=f"{target.url}/a", json={"x": "{{ event.id }}"}),
+                      http_step("b", url=f"{target.url}/b", json={"ref": "{{ steps.a.response.json.id }}"})])
+    result = run_flow(flow, make_event(), dry_run=True)
+    assert result.status is RunStatus.SUCCEEDED and target.requests() == []
+    assert json.loads(result.steps[1].request["body"])["ref"] == "<response of a.json.id>"  # type: ignore[index]
+
+
+def test_recorder_sees_side_effect_steps_start_before_they_run(target: Target, http: httpx.Client) -> None:
+    rec = ListRecorder()
+    flow = make_flow([{"id": "t", "transform": {"a": 1}}, http_step(url=f"{target.url}/x")])
+    run_flow(flow, make_event(), http=http, recorder=rec)
+    assert [e[0] for e in rec.events] == ["finished", "started", "finished"]

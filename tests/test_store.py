@@ -1,0 +1,143 @@
+"""RunStore on real SQLite and PostgreSQL (the `store` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import threading
+
+from engine.model import RunResult, RunStatus, StepResult, StepStatus
+from engine.store import LeaseLost, RunStore
+
+
+def accept(store: RunStore, key: str | None = "k1", order: str | None = None, body: bytes = b'{"id": 1}') -> int:
+    return store.accept(flow_id="f", version="v1", source="steps: []", path="f.yaml", method="POST", query="",
+                        headers=[("Content-Type", "application/json")], body=body, content_type="application/json",
+                        dedupe_key=key, order_key=order).run_id
+
+
+def test_accept_stores_raw_event_and_queued_run(store: RunStore) -> None:
+    raw = b'{"id": 1,  "odd spacing": true}\n'
+    run_id = accept(store, body=raw)
+    detail = store.get_run(run_id)
+    assert detail is not None
+    assert detail.run.status is RunStatus.QUEUED
+    assert detail.event.body == raw  # bytes exactly as received
+    assert detail.event.headers == [("Content-Type", "application/json")]
+    assert store.flow_source("v1") == ("f", "steps: []", "f.yaml")
+
+
+def test_duplicates_return_the_first_run(store: RunStore) -> None:
+    first = accept(store)
+    again = store.accept(flow_id="f", version="v1", source="", path="", method="POST", query="", headers=[],
+                         body=b"{}", content_type="", dedupe_key="k1")
+    assert again.duplicate and again.run_id == first
+    assert store.get_run(first).run.deliveries == 2  # type: ignore[union-attr]
+    assert accept(store, key=None) != accept(store, key=None)  # no key: no dedupe
+
+
+def test_concurrent_duplicates_make_one_run(store: RunStore) -> None:
+    results: list[int] = []
+    barrier = threading.Barrier(10)
+
+    def go() -> None:
+        barrier.wait()
+        results.append(accept(store, key="same"))
+
+    threads = [threading.Thread(target=go) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 10
+
+
+def test_claim_is_exclusive_and_lease_expiry_hands_over(store: RunStore) -> None:
+    run_id = accept(store)
+    assert store.claim(run_id, "w1", lease_s=30, now=1000.0) is not None
+    assert store.claim(run_id, "w2", lease_s=30, now=1010.0) is None  # leased
+    claim = store.claim(run_id, "w2", lease_s=30, now=1031.0)  # expired: taken over
+    assert claim is not None and claim.run.lease_owner == "w2"
+    try:
+        store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED))
+        raise AssertionError("the old owner must not finish the run")
+    except LeaseLost:
+        pass
+
+
+def test_interrupted_attempt_is_marked_and_counted(store: RunStore) -> None:
+    run_id = accept(store)
+    store.claim(run_id, "w1", lease_s=30, now=1000.0)
+    store.step_started(run_id, "w1", StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0,
+                                                idempotency_key="k"), lease_until=1030.0)
+    claim = store.claim(run_id, "w2", lease_s=30, now=2000.0)
+    assert claim is not None
+    [step] = claim.steps
+    assert step.status is StepStatus.FAILED and step.error_type == "Interrupted" and step.idempotency_key == "k"
+
+
+def test_finish_and_terminal_runs_cannot_be_claimed(store: RunStore) -> None:
+    run_id = accept(store)
+    store.claim(run_id, "w1", lease_s=30)
+    store.step_finished(run_id, "w1", StepResult("t", StepStatus.SUCCEEDED, output={"a": 1}), lease_until=9e12)
+    store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED))
+    assert store.claim(run_id, "w2", lease_s=30, now=9e12) is None
+    detail = store.get_run(run_id)
+    assert detail is not None and detail.run.status is RunStatus.SUCCEEDED and detail.steps[0].output == {"a": 1}
+
+
+def test_waiting_runs_are_not_claimed_before_their_time(store: RunStore) -> None:
+    run_id = accept(store)
+    store.claim(run_id, "w1", lease_s=30, now=1000.0)
+    store.finish(run_id, "w1", RunResult(RunStatus.WAITING, next_attempt_at=1100.0), now=1000.0)
+    assert store.claim(run_id, "w2", lease_s=30, now=1050.0) is None
+    assert store.claim(run_id, "w2", lease_s=30, now=1100.0) is not None
+
+
+def test_due_runs(store: RunStore) -> None:
+    fresh = accept(store, key="a")
+    stale = store.accept(flow_id="f", version="v1", source="", path="", method="POST", query="", headers=[],
+                         body=b"{}", content_type="", dedupe_key="b", now=100.0).run_id
+    leased = accept(store, key="c")
+    store.claim(leased, "w", lease_s=10, now=200.0)
+    due = store.due_runs(now=1000.0, queued_grace=10)
+    assert stale in due and leased in due
+    assert fresh not in store.due_runs(now=__import__("time").time(), queued_grace=10)
+
+
+def test_order_key_blocks_later_runs(store: RunStore) -> None:
+    first = accept(store, key="a", order="order-1")
+    second = accept(store, key="b", order="order-1")
+    other = accept(store, key="c", order="order-2")
+    assert store.claim(second, "w", lease_s=30) is None
+    assert "waiting for run" in (store.get_run_record(second).reason or "")  # type: ignore[union-attr]
+    assert store.claim(other, "w", lease_s=30) is not None
+    assert store.claim(first, "w", lease_s=30) is not None
+    store.finish(first, "w", RunResult(RunStatus.FAILED, error="x"))
+    assert store.next_in_order("f", "order-1") == second
+    assert store.claim(second, "w", lease_s=30) is not None
+
+
+def test_list_runs_keyset_filters_and_search(store: RunStore) -> None:
+    ids = [accept(store, key=f"k{i}", body=f'{{"n": {i}, "email": "user{i}@x.test"}}'.encode()) for i in range(7)]
+    page = store.list_runs(limit=3)
+    assert [r.id for r in page.runs] == ids[::-1][:3] and page.next_cursor == ids[4]
+    page2 = store.list_runs(limit=3, cursor=page.next_cursor)
+    assert [r.id for r in page2.runs] == ids[::-1][3:6]
+    assert [r.id for r in store.list_runs(q="k3").runs] == [ids[3]]
+    assert [r.id for r in store.list_runs(q="user5@x.test").runs] == [ids[5]]
+    assert [r.id for r in store.list_runs(after=ids[5]).runs] == [ids[6]]
+    assert store.list_runs(status="failed").runs == []
+    assert len(store.list_runs(flow="f", status=["queued"]).runs) == 7
+
+
+def test_linked_runs_keep_succeeded_steps_before_the_failed_one(store: RunStore) -> None:
+    run_id = accept(store)
+    store.claim(run_id, "w", lease_s=30)
+    for r in [StepResult("a", StepStatus.SUCCEEDED, output=1), StepResult("b", StepStatus.FAILED, error_message="x"),
+              StepResult("c", StepStatus.SUCCEEDED, output=3)]:
+        store.step_finished(run_id, "w", r, lease_until=9e12)
+    store.finish(run_id, "w", RunResult(RunStatus.FAILED))
+    child = store.create_linked_run(run_id, "retry", "v1", keep_steps_before="b")
+    detail = store.get_run(child)
+    assert detail is not None and detail.run.parent_run_id == run_id and detail.run.replay_kind == "retry"
+    assert [s.step_id for s in detail.steps] == ["a"]
+    assert [c.id for c in store.get_run(run_id).children] == [child]  # type: ignore[union-attr]

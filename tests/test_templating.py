@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import MissingEnvError, TemplateError
+from engine.model import Headers
+from engine.templating import RenderContext, Where, compile_expression, compile_key, compile_value
+
+W = Where("f.yaml", 7, "steps[0].transform.x")
+EVENT = {"id": "evt_1", "type": "paid", "amount": 2000, "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 3}],
+         "data": {"object": {"email": "A@B.COM"}}}
+
+
+def render(value: object, env: dict[str, str] | None = None, **variables: object) -> object:
+    ctx = RenderContext({"event": EVENT, "headers": Headers({"X-Kind": "push"}), "steps": {}, **variables}, env)
+    return compile_value(value, W).render(ctx)
+
+
+def test_single_expression_keeps_native_type() -> None:
+    assert render("{{ event.amount / 100 }}") == 20.0
+    assert render("{{ event.items | map(attribute='sku') | list }}") == ["A", "B"]
+    assert render("{{ event.missing_ok | default(none) }}") is None
+    assert render("{{ event.amount > 10 }}") is True
+
+
+def test_mixed_text_is_a_string() -> None:
+    assert render("total {{ event.amount }} for {{ event.data.object.email | lower }}") == "total 2000 for a@b.com"
+
+
+def test_jsonpath_one_several_none_and_filters() -> None:
+    assert render("$.data.object.email") == "A@B.COM"
+    assert render("$.items[*].sku") == ["A", "B"]
+    assert render("$.nope") is None
+    assert render("$.items[?(@.qty > 1)].sku") == "B"
+    assert render("$$5 off") == "$5 off"
+
+
+def test_dict_keys_win_over_dict_methods() -> None:
+    assert render("{{ event.items | length }}") == 2
+
+
+def test_headers_are_case_insensitive() -> None:
+    assert render("{{ headers['x-kind'] }} {{ headers['X-KIND'] }}") == "push push"
+
+
+def test_nested_structures_render_recursively() -> None:
+    assert render({"a": ["{{ event.id }}", 1, {"b": "$.type"}]}) == {"a": ["evt_1", 1, {"b": "paid"}]}
+
+
+def test_env_refs_are_read_at_render_and_collected_as_secrets() -> None:
+    ctx = RenderContext({"event": EVENT}, {"TOKEN": "s3cret"})
+    assert compile_value("Bearer ${TOKEN}", W).render(ctx) == "Bearer s3cret"
+    assert compile_value("${URL:-http://x}/{{ event.id }}", W).render(ctx) == "http://x/evt_1"
+    assert ctx.secrets == {"TOKEN": "s3cret"}  # defaults come from the flow file: not secrets
+
+
+def test_missing_env_names_the_variable() -> None:
+    with pytest.raises(MissingEnvError, match="NOPE"):
+        render("${NOPE}")
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ event.__init__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ 'a' * 100000000 }}",
+    "{{ 'x'.ljust(1000000000) }}",
+    "{{ 9 ** 99999999 }}",
+])
+def test_sandbox_escapes_fail_with_template_error(source: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        render(source)
+    assert str(info.value).startswith("f.yaml:7: steps[0].transform.x:")
+
+
+def test_recursion_is_bounded() -> None:
+    src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"
+    with pytest.raises(TemplateError, match="recursion"):
+        render(src)
+
+
+def test_immutable_sandbox_cannot_mutate_event() -> None:
+    with pytest.raises(TemplateError):
+        render("{{ event.items.append(1) }}")
+    assert len(EVENT["items"]) == 2  # type: ignore[arg-type]
+
+
+def test_strict_undefined_names_the_missing_key() -> None:
+    with pytest.raises(TemplateError, match="nope"):
+        render("{{ event.data.nope.deeper }}")
+
+
+def test_syntax_errors_are_reported_at_compile_time_with_line() -> None:
+    with pytest.raises(TemplateError, match=r"f.yaml:7: .*Jinja syntax error"):
+        compile_value("{{ event.id ", W)
+    with pytest.raises(TemplateError, match="invalid JSONPath"):
+        compile_value("$.items[?(", W)
+
+
+def test_expression_references_are_found() -> None:
+    expr = compile_expression("steps.payment.amount > 0 and steps['crm'].response.status == 201", W)
+    assert set(expr.refs) == {"payment", "crm"}
+
+
+def test_keys_from_body_or_header() -> None:
+    assert compile_key("$.id").extract(EVENT, {}) == "evt_1"
+    assert compile_key("header:X-GitHub-Delivery").extract(EVENT, {"x-github-delivery": "d-1"}) == "d-1"
+    assert compile_key("$.nope").extract(EVENT, {}) is None
+    with pytest.raises(ValueError):
+        compile_key("id")
+
+
+def test_jsonpath_on_deep_and_huge_bodies() -> None:
+    deep: dict[str, object] = {"v": 1}
+    for _ in range(200):
+        deep = {"a": deep}
+    ctx = RenderContext({"event": deep})
+    assert compile_value("$..v", W).render(ctx) == 1
+    huge = {"items": [{"sku": str(i)} for i in range(50_000)]}
+    ctx = RenderContext({"event": huge})
+    assert len(compile_value("$.items[*].sku", W).render(ctx)) == 50_000  # type: ignore[arg-type]
