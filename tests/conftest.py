@@ -168,3 +168,11 @@ def make_service(tmp_path: Path) -> Any:
     for svc in made:
         svc.http.close()
         svc.store.dispose()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Expose each phase's report on the item (fixtures print process logs when a test failed)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

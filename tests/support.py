@@ -38,6 +38,7 @@ class Target:
     seen: list[Seen] = field(default_factory=list)
     script: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
     delay: float = 0.0
+    stall_first: dict[str, float] = field(default_factory=dict)  # path -> seconds the first request is held
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -65,19 +66,23 @@ def start_target() -> Target:
             with target.lock:
                 target.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 n = sum(1 for s in target.seen if s.path == self.path)
+                stall = target.stall_first.get(self.path, 0.0) if n == 1 else 0.0
                 script = target.script.get(self.path)
                 if script:
                     status, payload = script[min(n - 1, len(script) - 1)]
                 else:
                     status, payload = 200, {"id": f"t{n}"}
-            if target.delay:
-                time.sleep(target.delay)
+            if target.delay or stall:
+                time.sleep(target.delay + stall)
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the caller died or gave up (fault tests do this on purpose)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
