@@ -253,15 +253,16 @@ def _steps(raw: Any, doc: _Doc) -> list[Step]:
     seen: dict[str, int] = {}
     for i, item in enumerate(raw):
         path = f"steps[{i}]"
+        sid = item.get("id") if isinstance(item, dict) else None
+        if isinstance(sid, str):
+            if sid in seen:
+                doc.error(f"duplicate step id {sid!r} (first used by steps[{seen[sid]}])", doc.line(f"{path}.id"),
+                          f"{path}.id")
+            else:
+                seen[sid] = i
         step = _step(item, i, path, doc)
-        if step is None:
-            continue
-        if step.id in seen:
-            doc.error(f"duplicate step id {step.id!r} (first used by steps[{seen[step.id]}])", doc.line(f"{path}.id"),
-                      f"{path}.id")
-        else:
-            seen[step.id] = i
-        steps.append(step)
+        if step is not None:
+            steps.append(step)
     # references: steps.<id> must name an earlier step
     for step in steps:
         for expr_path, expr in _exprs(step):
