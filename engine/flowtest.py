@@ -11,7 +11,7 @@
       status: succeeded
       steps:
         payment: {output: {email: a@b.com}}          # subset match
-        crm_contact: {request: {url: https://crm.test/contacts, json: {email: a@b.com}}}
+        crm_contact: {request: {url: ${CRM_URL}/contacts, json: {email: a@b.com}}}   # secrets stay redacted
         invoice: {status: skipped}
 
 Fixtures run in-process with no network, like unit tests of an integration.
@@ -20,6 +20,7 @@ Fixtures run in-process with no network, like unit tests of an integration.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 from engine.errors import FlowInvalid
 from engine.loader import parse_yaml
-from engine.model import Event, Flow, Headers, RunResult
+from engine.model import Event, Flow, Headers, RunDetail, RunResult, StepResult
 from engine.runner import run_to_end
 
 FIXTURE_KEYS = ("name", "description", "event", "headers", "query", "env", "stubs", "expect")
@@ -132,3 +133,84 @@ def _subset(want: Any, got: Any, path: str) -> str | None:
     if want != got:
         return f"{path}: expected {json.dumps(want, default=str)}, got {json.dumps(got, default=str)[:300]}"
     return None
+
+
+# --- export: a finished run as a fixture (the UI's "Download as flow test fixture") ----------------
+
+EXPORT_SKIP_HEADERS = frozenset({
+    "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "expect",
+    "accept-encoding",
+})
+PLACEHOLDER_ENV_VALUE = "http://192.0.2.1"
+"""Stands in for ``${VAR}``s without a default: a URL (so http urls still validate) on TEST-NET-1, never reached."""
+
+
+def placeholder_env(flow: Flow) -> dict[str, str]:
+    """Fixture ``env`` for the flow's ``${VAR}``s that have no default: placeholders, never the real values (I9).
+
+    Stubbed http steps still render their url and headers, so a missing variable would fail the fixture.
+    """
+    from engine.templating import Expr, env_refs
+
+    names: set[str] = set()
+    for step in flow.steps:
+        config = vars(step.config) if hasattr(step.config, "__dict__") else {"value": step.config}
+        for value in config.values():
+            if isinstance(value, Expr):
+                names.update(r.name for r in env_refs(value) if r.default is None)
+    return {name: PLACEHOLDER_ENV_VALUE for name in sorted(names)}
+
+
+def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | None = None) -> str:
+    """YAML for ``hookline test`` that replays a finished run in-process: its event, stubs and final statuses.
+
+    The event body is parsed as the worker parsed it; headers come as stored (already redacted), minus
+    transport headers and redacted values, which would only replay as ``[redacted]``. Each http step is
+    stubbed with its last recorded response (``json`` when the body parses, else ``body``); a step that
+    never got one (timeout, connection error) stays unstubbed and fails the same way, as fixtures have
+    no network. ``expect`` pins the run's status and each step's final status. ``env`` is written as is:
+    pass :func:`placeholder_env`, never real secrets.
+    """
+    import yaml
+
+    from engine.events import make_event
+
+    event = make_event(detail.event)
+    headers = {k: v for k, v in detail.event.headers if k.lower() not in EXPORT_SKIP_HEADERS and v != "[redacted]"}
+    query = {k: v for k, v in event.query.items() if v != "[redacted]"}
+    final: dict[str, StepResult] = {}
+    stubs: dict[str, Any] = {}
+    for step in detail.steps:  # oldest attempt first, so the last one wins
+        final[step.step_id] = step
+        if step.response is not None:
+            stubs[step.step_id] = _stub_from(step.response)
+    received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(detail.event.received_at))
+    doc: dict[str, Any] = {
+        "name": f"run {detail.run.id}",
+        "description": f"exported from run {detail.run.id} of {flow_id} ({detail.run.status.value}), received {received}",
+        "event": event.body,
+    }
+    if headers:
+        doc["headers"] = headers
+    if query:
+        doc["query"] = query
+    if env:
+        doc["env"] = dict(env)
+    if stubs:
+        doc["stubs"] = stubs
+    doc["expect"] = {
+        "status": detail.run.status.value,
+        "steps": {sid: {"status": s.status.value} for sid, s in final.items()},
+    }
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+
+
+def _stub_from(response: Mapping[str, Any]) -> dict[str, Any]:
+    stub: dict[str, Any] = {"status": int(response.get("status") or 200)}
+    body = response.get("body")
+    if isinstance(body, str) and body:
+        try:
+            stub["json"] = json.loads(body)
+        except ValueError:
+            stub["body"] = body
+    return stub

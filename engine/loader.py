@@ -159,11 +159,7 @@ def version_of(text: str) -> str:
 
 
 def _env_names(step: Step) -> set[str]:
-    out: set[str] = set()
-    for value in vars(step.config).values() if hasattr(step.config, "__dict__") else [step.config]:
-        if isinstance(value, Expr):
-            out.update(r.name for r in env_refs(value))
-    return out
+    return {ref.name for _, expr in _exprs(step) for ref in env_refs(expr)}
 
 
 def _trigger(raw: Any, doc: _Doc) -> Trigger:
@@ -339,7 +335,7 @@ def _config(step_type: StepType, raw: Any, path: str, doc: _Doc) -> Any:
             return None
         return _compile(lambda: compile_expression(str(raw), where), doc)
     if step_type.shape == "value":
-        return _compile(lambda: compile_value(raw, where, doc.lines), doc)
+        return compile_value(raw, where, doc.lines, doc.errors)
     if not isinstance(raw, dict):
         doc.error(f"{step_type.name} takes a mapping of: {', '.join(f.name for f in step_type.fields)}", where.line,
                   path)
@@ -382,7 +378,7 @@ def _field_value(f: Field, value: Any, path: str, doc: _Doc) -> Any:
     line = doc.line(path)
     try:
         if f.kind == "template":
-            return compile_value(value, doc.where(path), doc.lines)
+            return compile_value(value, doc.where(path), doc.lines, doc.errors)
         if f.kind == "str":
             if not isinstance(value, str):
                 raise ValueError("expected a string")

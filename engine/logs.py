@@ -34,3 +34,4 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from engine.destinations import Verdict
 from engine.errors import EngineError, HttpStepError, StepError
 from engine.model import Event, Flow, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
 from engine.steps import REGISTRY, RetryPolicy, RunOptions, StepContext
@@ -26,6 +27,16 @@ from engine.templating import RenderContext
 log = logging.getLogger("hookline.runner")
 
 MAX_RETRY_DELAY = 24 * 3600.0
+
+
+class Gate(Protocol):
+    """Destination protection (breaker, rate, concurrency) shared across workers; see engine.destinations."""
+
+    def admit(self, host: str, step: Step, holder: str) -> Verdict:
+        """May this step call ``host`` now? A refusal is not an attempt: the run waits until retry_at."""
+
+    def settle(self, host: str, step: Step, holder: str, failed: bool) -> None:
+        """The call admitted for ``holder`` finished; ``failed`` when it says the host is unwell."""
 
 
 class Recorder(Protocol):
@@ -82,6 +93,7 @@ def run_flow(
     dry_run: bool = False,
     stubs: Mapping[str, Any] | None = None,
     options: RunOptions | None = None,
+    gate: Gate | None = None,
 ) -> RunResult:
     """Run the steps not yet done; return at the end, at a failure, or when a retry must wait."""
     run = run or RunInfo(flow=flow.id)
@@ -121,12 +133,28 @@ def run_flow(
                                     error_message=f"when: {exc}", started_at=started, finished_at=clock()))
             return RunResult(RunStatus.FAILED, results, error=f"step {step.id}: {res.error_message}")
         step_type = REGISTRY[step.type]
-        if step_type.side_effects and recorder is not None and not dry_run:
-            recorder.step_started(step, attempt, started, key)
         sctx = StepContext(render=ctx, step=step, attempt=attempt, idempotency_key=key, http=http, dry_run=dry_run,
                            stub=stubs.get(step.id), has_stub=step.id in stubs, options=options)
+        live = not dry_run and step.id not in stubs
+        host: str | None = None
         try:
-            outcome = step_type.execute(sctx)
+            if gate is not None and live and step_type.destination is not None:
+                host = step_type.destination(sctx)
+                if host is not None:
+                    verdict = gate.admit(host, step, key)
+                    if not verdict.allowed:
+                        return RunResult(RunStatus.WAITING, results, error=f"step {step.id}: {verdict.reason}",
+                                         next_attempt_at=verdict.retry_at + rng())
+            if step_type.side_effects and recorder is not None and not dry_run:
+                recorder.step_started(step, attempt, started, key)
+            try:
+                outcome = step_type.execute(sctx)
+            except Exception as exc:
+                if host is not None and gate is not None:
+                    gate.settle(host, step, key, failed=bool(step_type.outage and step_type.outage(exc)))
+                raise
+            if host is not None and gate is not None:
+                gate.settle(host, step, key, failed=False)
         except EngineError as exc:
             result = _failure(step, exc, attempt, position, key, started, clock())
             policy: RetryPolicy | None = getattr(step.config, "retry", None)

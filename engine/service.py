@@ -83,6 +83,90 @@ class _StoreRecorder:
         self.store.step_finished(self.run_id, self.owner, result, self._until())
 
 
+class _StoreGate:
+    """Destination protection backed by the store, with a breaker fast path.
+
+    With only the breaker configured (the default), a healthy host costs no database work: its state
+    is cached for a second and written only when a call fails or a failing host recovers. Rate and
+    concurrency limits take one short transaction before and after each call.
+    """
+
+    def __init__(self, store: RunStore, settings: Settings) -> None:
+        import json
+
+        from engine.destinations import Limits
+
+        self.store = store
+        self.default = Limits(breaker_failures=settings.breaker_failures, breaker_cooldown=settings.breaker_cooldown_s)
+        self.by_host: dict[str, Limits] = {}
+        for host, raw in (json.loads(settings.destinations) if settings.destinations else {}).items():
+            self.by_host[host.lower()] = self._merge(self.default, raw)
+        self.hold_s = settings.http_timeout_s + 30
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._taken: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _merge(base: Any, raw: Mapping[str, Any]) -> Any:
+        from dataclasses import replace
+
+        from engine.destinations import parse_rate
+        from engine.steps import parse_duration
+
+        changes: dict[str, Any] = {}
+        if raw.get("rate") is not None:
+            changes["rate"] = parse_rate(raw["rate"])
+        for key in ("burst", "concurrency", "breaker_failures"):
+            if raw.get(key) is not None:
+                changes[key] = raw[key]
+        if raw.get("breaker_cooldown") is not None:
+            changes["breaker_cooldown"] = parse_duration(raw["breaker_cooldown"])
+        return replace(base, **changes)
+
+    def limits(self, host: str, step: Step) -> Any:
+        base = self.by_host.get(host, self.default)
+        overrides = getattr(step.config, "limits", None)
+        return self._merge(base, overrides) if overrides else base
+
+    def _state(self, host: str) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(host)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        dest = self.store.destination(host)
+        with self._lock:
+            self._cache[host] = (now, dest)
+        return dest
+
+    def admit(self, host: str, step: Step, holder: str) -> Any:
+        from engine.destinations import Verdict
+
+        limits = self.limits(host, step)
+        if not limits.shared_state:
+            dest = self._state(host)
+            if dest is None or dest.state == "closed":
+                return Verdict(True)
+        verdict = self.store.destination_admit(host, limits, holder, self.hold_s)
+        if verdict.allowed:
+            with self._lock:
+                self._taken.add((host, holder))
+        return verdict
+
+    def settle(self, host: str, step: Step, holder: str, failed: bool) -> None:
+        limits = self.limits(host, step)
+        with self._lock:
+            took = (host, holder) in self._taken
+            self._taken.discard((host, holder))
+        dest = self._state(host) if not took and not failed else None
+        if took or failed or (dest is not None and (dest.failures or dest.state != "closed")):
+            new = self.store.destination_settle(host, limits, holder, failed)
+            with self._lock:
+                self._cache[host] = (time.monotonic(), new)
+            if new.state == "open" and failed:
+                log.warning("circuit opened for %s after %d consecutive failures", host, new.failures)
+
+
 class Service:
     def __init__(
         self,
@@ -108,7 +192,9 @@ class Service:
             allow_hosts=settings.allow_hosts,
             redact_headers=tuple(h.lower() for h in settings.redact_headers),
             user_agent=settings.user_agent,
+            max_recorded_body=settings.max_stored_body,
         )
+        self.gate = _StoreGate(store, settings)
 
     # --- ingress ------------------------------------------------------------------------------
 
@@ -189,7 +275,7 @@ class Service:
         info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
         try:
             result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,
-                              env=self.env, done=done, attempts=attempts, options=self.options)
+                              env=self.env, done=done, attempts=attempts, options=self.options, gate=self.gate)
             self.store.finish(run_id, self.owner, result)
         except LeaseLost as exc:
             log.warning("%s; stopping", exc)
@@ -266,6 +352,30 @@ class Service:
             raise ValueError(f"flow {flow_id!r} is not loaded (it has errors or was removed)")
         self.store.save_flow_version(flow.id, flow.version, flow.source, flow.path)
         return flow.version
+
+    def bulk_replay(self, run_ids: Sequence[int], *, original_version: bool = False) -> list[int]:
+        """Replay many runs (the UI's and API's bulk action); returns the new run ids in order.
+
+        Everything is checked before the first run is created, so a missing run (KeyError) or a flow
+        that no longer loads (ValueError) replays nothing rather than half the selection.
+        """
+        runs = []
+        for run_id in run_ids:
+            run = self.store.get_run_record(run_id)
+            if run is None:
+                raise KeyError(run_id)
+            runs.append(run)
+        versions: dict[str, str] = {}
+        if not original_version:
+            for flow_id in sorted({r.flow_id for r in runs}):
+                versions[flow_id] = self._current_version(flow_id)
+        new_ids = []
+        for run in runs:
+            version = run.flow_version if original_version else versions[run.flow_id]
+            new_id = self.store.create_linked_run(run.id, "replay", version)
+            self._enqueue(new_id, 0.0)
+            new_ids.append(new_id)
+        return new_ids
 
 
 def _iso(ts: float) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     create_engine,
+    delete,
     event,
     exists,
     func,
@@ -43,6 +44,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from engine.destinations import Destination, Limits, Verdict, admit, settle
 from engine.errors import EngineError, StoreUnavailable
 from engine.model import (
     TERMINAL,
@@ -171,6 +173,28 @@ class SandboxRequestRow(Base):
     response_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Float)
     __table_args__ = (Index("ix_sandbox_name_id", "name", "id"),)
+
+
+class DestinationRow(Base):
+    """Shared protection state of one outbound host (engine.destinations)."""
+
+    __tablename__ = "destinations"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    open_until: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens_at: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class DestinationSlotRow(Base):
+    """A request in flight to a host (concurrency limits); expires so a dead worker's slot frees itself."""
+
+    __tablename__ = "destination_slots"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class LeaseLost(EngineError):
@@ -658,6 +682,71 @@ class RunStore:
                 counts[int(b)] = c
         return counts
 
+    # --- destination protection (engine.destinations) -------------------------------------------
+
+    def _destination(self, s: Session, host: str, now: float) -> tuple[DestinationRow, int]:
+        row = s.execute(select(DestinationRow).where(DestinationRow.host == host).with_for_update()).scalar()
+        if row is None:
+            try:
+                with s.begin_nested():
+                    s.add(DestinationRow(host=host, state="closed", failures=0, open_until=0.0, tokens=0.0,
+                                         tokens_at=0.0, updated_at=now))
+            except IntegrityError:
+                pass  # another worker created it first
+            row = s.execute(select(DestinationRow).where(DestinationRow.host == host).with_for_update()).scalar_one()
+        s.execute(delete(DestinationSlotRow).where(DestinationSlotRow.host == host,
+                                                   DestinationSlotRow.expires_at < now))
+        in_flight = s.execute(select(func.count()).select_from(DestinationSlotRow)
+                              .where(DestinationSlotRow.host == host)).scalar_one()
+        return row, in_flight
+
+    @staticmethod
+    def _as_destination(row: DestinationRow, in_flight: int) -> Destination:
+        return Destination(row.host, row.state, row.failures, row.open_until, row.tokens, row.tokens_at, in_flight)
+
+    @staticmethod
+    def _store_destination(row: DestinationRow, dest: Destination, now: float) -> None:
+        row.state, row.failures, row.open_until = dest.state, dest.failures, dest.open_until
+        row.tokens, row.tokens_at, row.updated_at = dest.tokens, dest.tokens_at, now
+
+    def destination_admit(self, host: str, limits: Limits, holder: str, hold_s: float,
+                          now: float | None = None) -> Verdict:
+        """Atomically decide and, when allowed, take a token and an in-flight slot for ``holder``."""
+        now = time.time() if now is None else now
+        with self._tx() as s:
+            row, in_flight = self._destination(s, host, now)
+            s.execute(delete(DestinationSlotRow).where(DestinationSlotRow.host == host,
+                                                       DestinationSlotRow.holder == holder))
+            verdict, dest = admit(self._as_destination(row, in_flight), limits, now)
+            if verdict.allowed:
+                self._store_destination(row, dest, now)
+                s.add(DestinationSlotRow(host=host, holder=holder, expires_at=now + hold_s))
+            return verdict
+
+    def destination_settle(self, host: str, limits: Limits, holder: str, failed: bool,
+                           now: float | None = None) -> Destination:
+        now = time.time() if now is None else now
+        with self._tx() as s:
+            s.execute(delete(DestinationSlotRow).where(DestinationSlotRow.host == host,
+                                                       DestinationSlotRow.holder == holder))
+            row, in_flight = self._destination(s, host, now)
+            dest = settle(self._as_destination(row, in_flight + 1), limits, failed=failed, now=now)
+            self._store_destination(row, dest, now)
+            return dest
+
+    def destination(self, host: str) -> Destination | None:
+        with self._tx(write=False) as s:
+            row = s.get(DestinationRow, host)
+            return self._as_destination(row, 0) if row else None
+
+    def destinations(self) -> list[Destination]:
+        now = time.time()
+        with self._tx(write=False) as s:
+            counts = dict(s.execute(select(DestinationSlotRow.host, func.count()).where(
+                DestinationSlotRow.expires_at >= now).group_by(DestinationSlotRow.host)).all())
+            return [self._as_destination(r, counts.get(r.host, 0))
+                    for r in s.execute(select(DestinationRow).order_by(DestinationRow.host)).scalars()]
+
     # --- sandbox receiver --------------------------------------------------------------------------
 
     def sandbox_record(self, name: str, method: str, path: str, headers: list[tuple[str, str]], body: str,
@@ -679,3 +768,13 @@ class RunStore:
                  "body": r.body, "response_id": r.response_id, "created_at": r.created_at}
                 for r in s.execute(stmt).scalars()
             ]
+
+    # --- reading for the UI (appended for the operator pages) ---------------------------------------
+
+    def runs_by_ids(self, ids: Sequence[int]) -> list[RunRecord]:
+        """The given runs that exist, newest first: the UI refreshes the status of rows it already shows."""
+        if not ids:
+            return []
+        with self._tx(write=False) as s:
+            rows = s.execute(select(RunRow).where(RunRow.id.in_(list(ids))).order_by(RunRow.id.desc())).scalars()
+            return [_run_record(r) for r in rows]

@@ -289,6 +289,39 @@ def _step_refs_of(ast: nodes.Node) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def _substitute_env(parts: list[str | envrefs.EnvRef], native: bool, where: Where) -> str:
+    """Replace ``${VAR}`` by ``_env[i]``: bare inside expressions, wrapped in ``{{ }}`` in plain text.
+
+    A reference inside a quoted string of an expression cannot work (it would be the text
+    ``_env[0]``), so it is a load-time error that says how to write it.
+    """
+    out: list[str] = []
+    inside = native  # a bare expression is all "inside"
+    index = 0
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            if not native:
+                opened = max(part.rfind("{{"), part.rfind("{%"))
+                closed = max(part.rfind("}}"), part.rfind("%}"))
+                if opened != closed:
+                    inside = opened > closed
+            continue
+        out.append(f"_env[{index}]" if inside else f"{{{{ _env[{index}] }}}}")
+        index += 1
+    text = "".join(out)
+    try:
+        for _, kind, value in ENV.lex("{{ " + text + " }}" if native else text):
+            if kind == "string" and "_env[" in value:
+                raise TemplateError(
+                    "${VAR} inside a quoted string is not expanded; write it unquoted "
+                    '(event.team == ${TEAM}) or outside the braces ("Bearer ${TOKEN}")',
+                    file=where.file, line=where.line, path=where.path)
+    except TemplateSyntaxError:
+        pass  # reported with its line by the parse that follows
+    return text
+
+
 def compile_expression(source: str, where: Where) -> Jinja:
     """A bare expression (``filter:``, ``when:``), with or without surrounding ``{{ }}``."""
     match = _SINGLE.match(source)
@@ -300,9 +333,7 @@ def _compile_jinja(source: str, where: Where, *, native: bool) -> Jinja:
     parts = envrefs.split(source)
     refs = tuple(p for p in parts if isinstance(p, envrefs.EnvRef))
     if refs:
-        i = iter(range(len(refs)))
-        wrap = "_env[{}]" if native else "{{{{ _env[{}] }}}}"
-        source = "".join(p if isinstance(p, str) else wrap.format(next(i)) for p in parts)
+        source = _substitute_env(parts, native, where)
     text = "{{ " + source + " }}" if native else source
     try:
         ast = ENV.parse(text)
@@ -326,32 +357,48 @@ def _compile_jinja(source: str, where: Where, *, native: bool) -> Jinja:
     return Jinja(source=source, native=native, env_refs=refs, refs=_step_refs_of(ast), fn=fn, where=where)
 
 
-def compile_value(raw: Any, where: Where, lines: Mapping[str, int] | None = None) -> Expr:
+def compile_value(raw: Any, where: Where, lines: Mapping[str, int] | None = None,
+                  errors: list[TemplateError] | None = None) -> Expr:
     """Compile any YAML value (nested mappings and lists included) into an Expr.
 
-    ``lines`` maps key paths to line numbers so nested errors point at their own line.
+    ``lines`` maps key paths to line numbers so nested errors point at their own line. With
+    ``errors``, every bad item is collected there (and compiles to null) instead of raising at the
+    first, so a flow reports all its problems at once.
     """
     if isinstance(raw, Mapping):
         items = []
         for k, v in raw.items():
             sub = _child(where, str(k), lines)
-            items.append((str(k), compile_value(v, sub, lines)))
+            items.append((str(k), compile_value(v, sub, lines, errors)))
         return Mapping_(tuple(items), where)
     if isinstance(raw, list):
-        return List_(tuple(compile_value(v, _child(where, f"[{i}]", lines), lines) for i, v in enumerate(raw)), where)
+        return List_(tuple(compile_value(v, _child(where, f"[{i}]", lines), lines, errors)
+                           for i, v in enumerate(raw)), where)
     if not isinstance(raw, str):
         return Literal(raw, where)
-    return compile_string(raw, where)
+    if errors is None:
+        return compile_string(raw, where)
+    try:
+        return compile_string(raw, where)
+    except TemplateError as exc:
+        errors.append(exc)
+        return Literal(None, where)
 
 
 def compile_string(raw: str, where: Where) -> Expr:
     if raw.startswith("$$"):
-        return compile_string(raw[1:], where) if "{{" in raw or "${" in raw[2:] else Literal(raw[1:], where)
+        return _compile_text(raw[1:], where)
     if raw.startswith("$") and not raw.startswith("${"):
         try:
             return JsonPath(raw, compile_jsonpath(raw), where)
         except ValueError as exc:
-            raise TemplateError(f"invalid JSONPath {raw!r}: {exc}", file=where.file, line=where.line, path=where.path) from None
+            raise TemplateError(f"invalid JSONPath {raw!r}: {exc}", file=where.file, line=where.line,
+                                path=where.path) from None
+    return _compile_text(raw, where)
+
+
+def _compile_text(raw: str, where: Where) -> Expr:
+    """A string that is not a JSONPath: literal, ${VAR} text, one native expression, or a template."""
     if "{{" in raw or "{%" in raw:
         match = _SINGLE.match(raw)
         if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):

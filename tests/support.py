@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +26,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # arrival time (time.time())
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -39,6 +42,7 @@ class Target:
     script: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
     delay: float = 0.0
     stall_first: dict[str, float] = field(default_factory=dict)  # path -> seconds the first request is held
+    on_request: Callable[[bool], None] | None = None  # called with True on arrival, False before answering
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -64,7 +68,8 @@ def start_target() -> Target:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with target.lock:
-                target.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                target.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                        time.time()))
                 n = sum(1 for s in target.seen if s.path == self.path)
                 stall = target.stall_first.get(self.path, 0.0) if n == 1 else 0.0
                 script = target.script.get(self.path)
@@ -72,8 +77,13 @@ def start_target() -> Target:
                     status, payload = script[min(n - 1, len(script) - 1)]
                 else:
                     status, payload = 200, {"id": f"t{n}"}
+            hook = target.on_request
+            if hook:
+                hook(True)
             if target.delay or stall:
                 time.sleep(target.delay + stall)
+            if hook:
+                hook(False)
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             try:
                 self.send_response(status)
@@ -129,3 +139,75 @@ def stop(proc: subprocess.Popen[bytes], sig: int = 15) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait(10)
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    env: dict[str, str]
+    db_url: str
+    port: int
+    procs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, name: str, *args: str) -> Any:
+        proc = hookline(*args, env=self.env, log=self.tmp / f"{name}.log")
+        self.procs[name] = proc
+        return proc
+
+    def start_web(self, workers: int = 2) -> None:
+        self.start("web", "web", "--port", str(self.port), "--workers", str(workers))
+        wait_for(self._healthy, timeout=30, what="web /healthz")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def post(self, body: dict[str, Any], flow: str = "pay", **kw: Any) -> httpx.Response:
+        """POST an event, Stripe-signed with STRIPE_SECRET when the stack has one."""
+        from engine.verify import VerifyConfig, sign
+
+        raw = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if "STRIPE_SECRET" in self.env:
+            cfg = VerifyConfig("stripe", (self.env["STRIPE_SECRET"],), {"tolerance": 300})
+            headers.update(sign(cfg, raw, env={}, now=time.time()))
+        return httpx.post(f"{self.url}/hooks/{flow}", content=raw, headers=headers, timeout=10, **kw)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
+
+
+def make_stack(request: Any, tmp_path: Path, flows: dict[str, str], env: dict[str, str]) -> Iterator[Stack]:
+    """Flows in a temp dir, a migrated database (SQLite, or PostgreSQL + Redis for request.param "postgres")
+    and an environment for `hookline web` / `hookline worker` processes; stops them all afterwards."""
+    from engine.migrate import upgrade
+
+    flows_dir = tmp_path / "flows"
+    flows_dir.mkdir()
+    for name, text in flows.items():
+        (flows_dir / f"{name}.yaml").write_text(text)
+    env = {"HOOKLINE_FLOWS_DIR": str(flows_dir), "HOOKLINE_LEASE_S": "1", "HOOKLINE_REAPER_INTERVAL_S": "0.3",
+           "HOOKLINE_QUEUED_GRACE_S": "2", "HOOKLINE_SANDBOX": "0", **env}
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{tmp_path}/hookline.db"
+        env["HOOKLINE_HUEY_PATH"] = str(tmp_path / "queue.db")
+    else:
+        db_url = str(request.getfixturevalue("pg_url"))
+        env["HOOKLINE_REDIS_URL"] = str(request.getfixturevalue("redis_url"))
+    env["HOOKLINE_DATABASE_URL"] = db_url
+    upgrade(db_url)
+    stack = Stack(tmp_path, env, db_url, free_port())
+    try:
+        yield stack
+    finally:
+        for proc in stack.procs.values():
+            stop(proc)
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(stack.logs())

@@ -5,22 +5,17 @@ Embedded: SQLite + Huey on SQLite. Scale-out: PostgreSQL + Huey on Redis.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from engine.migrate import upgrade
 from engine.store import RunStore
-from engine.verify import VerifyConfig, sign
-from tests.support import Target, free_port, hookline, stop, wait_for
+from tests.support import Stack, Target, make_stack, wait_for
 
 SECRET = "whsec_e2e_secret"
 FLOW = """
@@ -51,66 +46,9 @@ steps:
 """
 
 
-@dataclass
-class Stack:
-    tmp: Path
-    env: dict[str, str]
-    db_url: str
-    port: int
-    procs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, name: str, *args: str) -> Any:
-        proc = hookline(*args, env=self.env, log=self.tmp / f"{name}.log")
-        self.procs[name] = proc
-        return proc
-
-    def start_web(self, workers: int = 2) -> None:
-        self.start("web", "web", "--port", str(self.port), "--workers", str(workers))
-        wait_for(self._healthy, timeout=30, what="web /healthz")
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def post(self, body: dict[str, Any], **kw: Any) -> httpx.Response:
-        raw = json.dumps(body).encode()
-        headers = sign(VerifyConfig("stripe", (SECRET,), {"tolerance": 300}), raw, env={}, now=time.time())
-        headers["Content-Type"] = "application/json"
-        return httpx.post(f"{self.url}/hooks/pay", content=raw, headers=headers, timeout=10, **kw)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path, target: Target) -> Iterator[Stack]:
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    (flows / "pay.yaml").write_text(FLOW.format(url=target.url))
-    env = {"HOOKLINE_FLOWS_DIR": str(flows), "STRIPE_SECRET": SECRET, "HOOKLINE_LEASE_S": "1",
-           "HOOKLINE_REAPER_INTERVAL_S": "0.3", "HOOKLINE_QUEUED_GRACE_S": "2", "HOOKLINE_SANDBOX": "0"}
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{tmp_path}/hookline.db"
-        env["HOOKLINE_HUEY_PATH"] = str(tmp_path / "queue.db")
-    else:
-        db_url = str(request.getfixturevalue("pg_url"))
-        env["HOOKLINE_REDIS_URL"] = str(request.getfixturevalue("redis_url"))
-    env["HOOKLINE_DATABASE_URL"] = db_url
-    upgrade(db_url)
-    s = Stack(tmp_path, env, db_url, free_port())
-    try:
-        yield s
-    finally:
-        for proc in s.procs.values():
-            stop(proc)
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(s.logs())
+    yield from make_stack(request, tmp_path, {"pay": FLOW.format(url=target.url)}, {"STRIPE_SECRET": SECRET})
 
 
 def runs(stack: Stack) -> RunStore:

@@ -207,3 +207,10 @@ def test_recorder_sees_side_effect_steps_start_before_they_run(target: Target, h
     flow = make_flow([{"id": "t", "transform": {"a": 1}}, http_step(url=f"{target.url}/x")])
     run_flow(flow, make_event(), http=http, recorder=rec)
     assert [e[0] for e in rec.events] == ["finished", "started", "finished"]
+
+
+def test_env_base_url_with_templated_path_is_a_fixed_host(target: Target, http: httpx.Client) -> None:
+    flow = make_flow([http_step(url="${BASE:-http://unused}/orders/{{ event.id }}")])
+    result = run_flow(flow, make_event(), http=http, env={"BASE": target.url})
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert target.requests("/orders/evt_1")

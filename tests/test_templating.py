@@ -120,3 +120,16 @@ def test_jsonpath_on_deep_and_huge_bodies() -> None:
     huge = {"items": [{"sku": str(i)} for i in range(50_000)]}
     ctx = RenderContext({"event": huge})
     assert len(compile_value("$.items[*].sku", W).render(ctx)) == 50_000  # type: ignore[arg-type]
+
+
+def test_escaped_dollar_with_templates_and_env() -> None:
+    assert render("$$5 for {{ event.id }}") == "$5 for evt_1"
+    assert render("$$HOME ${T}", env={"T": "tok"}) == "$HOME tok"
+
+
+def test_env_refs_inside_expressions() -> None:
+    assert render("{{ ${T} | upper }}", env={"T": "tok"}) == "TOK"
+    ctx = RenderContext({"event": EVENT}, {"KIND": "paid"})
+    assert compile_expression("event.type == ${KIND}", W).render(ctx) is True
+    with pytest.raises(TemplateError, match="inside a quoted string"):
+        compile_expression('event.type == "${KIND}"', W)

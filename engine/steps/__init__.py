@@ -99,6 +99,8 @@ class StepType:
     fields: tuple[Field, ...] = ()
     example: str = ""
     side_effects: bool = False  # recorded as started before it runs, so a crash is seen (invariant I4)
+    destination: Callable[[StepContext], str | None] | None = None  # host it calls, for destination protection
+    outage: Callable[[Exception], bool] | None = None  # which failures count against the destination
 
 
 REGISTRY: dict[str, StepType] = {}

@@ -35,6 +35,15 @@ RETRY_FIELDS = (
     Field("max_delay", "duration", "Largest ceiling a delay may reach.", default=300.0, example="10m"),
 )
 
+LIMIT_FIELDS = (
+    Field("rate", "str", "Requests per second to this host, shared by all workers (e.g. 10/s, 600/m).", example="10/s"),
+    Field("burst", "int", "Token bucket size for `rate` (default: max(1, rate)).", example="20"),
+    Field("concurrency", "int", "Requests in flight to this host at once, across all workers.", example="5"),
+    Field("breaker_failures", "int", "Consecutive failures (connection, timeout, 5xx) that open the circuit.",
+          example="5"),
+    Field("breaker_cooldown", "duration", "How long the circuit stays open before one probe request.", example="30s"),
+)
+
 FIELDS = (
     Field("method", "enum", "HTTP method.", default="POST", choices=METHODS),
     Field("url", "template", "Absolute http(s) URL; templates and ${VAR} allowed.", required=True,
@@ -48,6 +57,8 @@ FIELDS = (
     Field("retry", "fields", "Retry policy for retryable failures.", fields=RETRY_FIELDS,
           example="{max_attempts: 6, backoff: exponential, initial: 2s, max_delay: 10m}"),
     Field("success", "statuses", "Statuses that count as success.", default=("2xx",), example="[200, 201, 409]"),
+    Field("limits", "fields", "Protection of the destination host; overrides HOOKLINE_DESTINATIONS for it.",
+          fields=LIMIT_FIELDS, example="{rate: 10/s, concurrency: 5}"),
     Field("allow_hosts", "hosts", "Hosts allowed when the URL's host comes from a template (wildcards allowed).",
           example="['*.myshopify.com']"),
 )
@@ -66,6 +77,7 @@ class HttpConfig:
     retry: RetryPolicy
     success: tuple[tuple[int, int], ...]
     allow_hosts: tuple[str, ...]
+    limits: dict[str, Any]
 
 
 def parse_statuses(value: Any) -> tuple[tuple[int, int], ...]:
@@ -86,6 +98,10 @@ def parse_statuses(value: Any) -> tuple[tuple[int, int], ...]:
 
 def build(parsed: dict[str, Any]) -> HttpConfig:
     bodies = [k for k in ("json", "form", "body") if parsed.get(k) is not None]
+    if (parsed.get("limits") or {}).get("rate") is not None:
+        from engine.destinations import parse_rate
+
+        parse_rate(parsed["limits"]["rate"])
     if len(bodies) > 1:
         raise ValueError(f"use only one of json, form and body (got {', '.join(bodies)})")
     retry = parsed.get("retry") or {}
@@ -101,6 +117,7 @@ def build(parsed: dict[str, Any]) -> HttpConfig:
         retry=RetryPolicy(**{k: v for k, v in retry.items() if v is not None}),
         success=parsed.get("success") or ((200, 299),),
         allow_hosts=tuple(parsed.get("allow_hosts") or ()),
+        limits={k: v for k, v in (parsed.get("limits") or {}).items() if v is not None},
     )
 
 
@@ -111,25 +128,20 @@ def _static_prefix(expr: Expr, ctx: StepContext) -> str | None:
     if isinstance(expr, EnvText):
         return str(expr.render(ctx.render))
     if isinstance(expr, Jinja) and not expr.native:
-        head = expr.source.split("{{", 1)[0].split("{%", 1)[0]
-        if "_env[" not in head:
-            return head
-        # an env ref before the first real template: resolve the env parts only
+        # literal text and ${VAR}s up to the first real template expression
         values = [ctx.render.env_value(r, expr.where) for r in expr.env_refs]
-        out, rest = "", expr.source
-        while rest:
+        out, rest = "", expr.source.split("{%", 1)[0]
+        while True:
             idx = rest.find("{{")
             if idx < 0:
                 return out + rest
             out += rest[:idx]
             end = rest.find("}}", idx)
-            inner = rest[idx + 2 : end].strip()
-            if inner.startswith("_env[") and inner.endswith("]"):
-                out += values[int(inner[5:-1])]
-                rest = rest[end + 2 :]
-            else:
+            inner = rest[idx + 2 : end].strip() if end >= 0 else ""
+            if not (inner.startswith("_env[") and inner.endswith("]")):
                 return out
-        return out
+            out += values[int(inner[5:-1])]
+            rest = rest[end + 2 :]
     return None
 
 
@@ -298,6 +310,18 @@ def _stub_response(stub: Any, method: str, url: str) -> httpx.Response:
     return httpx.Response(status, headers=headers, text=str(stub.get("body", "")), request=request)
 
 
+def destination(ctx: StepContext) -> str | None:
+    """The host this step will call, for destination protection (rendered before the attempt)."""
+    cfg: HttpConfig = ctx.step.config
+    host = urlsplit(str(cfg.url.render(ctx.render))).hostname
+    return host.lower() if host else None
+
+
+def counts_as_outage(exc: Exception) -> bool:
+    """Failures that say the host is unwell (not that our request was wrong or too fast)."""
+    return isinstance(exc, HttpStepError) and (exc.status is None or exc.status >= 500)
+
+
 register(
     StepType(
         name="http",
@@ -307,6 +331,8 @@ register(
         build=build,
         execute=execute,
         side_effects=True,
+        destination=destination,
+        outage=counts_as_outage,
         example=(
             "http:\n  method: POST\n  url: ${CRM_URL}/contacts\n  json:\n    email: \"{{ steps.payment.email }}\"\n"
             "  retry: {max_attempts: 6, initial: 2s, max_delay: 10m}"

@@ -1,0 +1,97 @@
+"""Destination protection: per-host circuit breaker, rate limit and concurrency limit, as pure rules.
+
+The state lives in the store (shared by every worker process); these functions decide. A step
+held back by a limit is not an attempt: its run waits, visibly, with the reason and the time of
+the next try, so an outage at the CRM does not burn every retry of every run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How one destination host is protected; ``None`` means no limit of that kind."""
+
+    breaker_failures: int = 5  # consecutive failures that open the circuit (0: never)
+    breaker_cooldown: float = 30.0  # seconds open before one probe is let through
+    rate: float | None = None  # requests per second, shared by all workers
+    burst: float | None = None  # bucket size; defaults to max(1, rate)
+    concurrency: int | None = None  # requests in flight at once, shared by all workers
+
+    @property
+    def shared_state(self) -> bool:
+        """Rate and concurrency need a store round trip per call; the breaker alone does not."""
+        return self.rate is not None or self.concurrency is not None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """The stored state of one host."""
+
+    host: str
+    state: str = CLOSED
+    failures: int = 0
+    open_until: float = 0.0
+    tokens: float = 0.0
+    tokens_at: float = 0.0
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_at: float = 0.0
+    reason: str = ""
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(value: Any) -> float:
+    """``"10/s"``, ``"600/m"``, ``"1000/h"`` or a number per second; raises ValueError."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _RATE.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a rate like 10/s or 600/m, got {value!r}")
+    return float(match.group(1)) / _PER[match.group(2)]
+
+
+def admit(dest: Destination, limits: Limits, now: float) -> tuple[Verdict, Destination]:
+    """Decide whether one request may go now; returns the verdict and the state to store if it goes."""
+    if dest.state == OPEN:
+        if now < dest.open_until:
+            return Verdict(False, dest.open_until, f"circuit open for {dest.host} after {dest.failures} consecutive "
+                                                   "failures"), dest
+        dest = replace(dest, state=HALF_OPEN, open_until=now + limits.breaker_cooldown)  # one probe
+    elif dest.state == HALF_OPEN and now < dest.open_until and dest.in_flight > 0:
+        return Verdict(False, dest.open_until, f"circuit half-open for {dest.host}: a probe request is in flight"), dest
+    if limits.concurrency is not None and dest.in_flight >= limits.concurrency:
+        return Verdict(False, now + 1.0, f"{dest.host} has {dest.in_flight} requests in flight "
+                                         f"(limit {limits.concurrency})"), dest
+    if limits.rate is not None:
+        burst = limits.burst or max(1.0, limits.rate)
+        tokens = min(burst, dest.tokens + (now - dest.tokens_at) * limits.rate) if dest.tokens_at else burst
+        if tokens < 1.0:
+            wait = (1.0 - tokens) / limits.rate
+            return Verdict(False, now + wait, f"rate limit for {dest.host} ({limits.rate:g}/s)"), dest
+        dest = replace(dest, tokens=tokens - 1.0, tokens_at=now)
+    return Verdict(True), replace(dest, in_flight=dest.in_flight + 1)
+
+
+def settle(dest: Destination, limits: Limits, *, failed: bool, now: float) -> Destination:
+    """Record a finished request: failures count towards opening the circuit, a success closes it."""
+    dest = replace(dest, in_flight=max(0, dest.in_flight - 1))
+    if not failed:
+        return replace(dest, state=CLOSED, failures=0, open_until=0.0)
+    failures = dest.failures + 1
+    if dest.state == HALF_OPEN or (limits.breaker_failures and failures >= limits.breaker_failures):
+        return replace(dest, state=OPEN, failures=failures, open_until=now + limits.breaker_cooldown)
+    return replace(dest, failures=failures)
