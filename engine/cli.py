@@ -237,6 +237,23 @@ def send(flow: str, event_file: str, url: str, headers: tuple[str, ...]) -> None
     sys.exit(0 if resp.status_code < 300 else 1)
 
 
+@main.command()
+@click.option("--vacuum", is_flag=True, help="SQLite: also run a full VACUUM (converts old files to auto-vacuum).")
+def prune(vacuum: bool) -> None:
+    """Delete runs past retention (HOOKLINE_RETENTION_SUCCEEDED/_FAILED days) and reclaim disk space."""
+    from engine.catalog import FlowCatalog
+    from engine.service import Service
+    from engine.store import RunStore
+
+    settings = _settings()
+    svc = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir))
+    total = svc.prune(progress=lambda n: click.echo(f"\rpruned {n} runs", nl=False))
+    if vacuum:
+        svc.store.reclaim_space(full=True)
+    click.echo(f"\rpruned {total} runs (succeeded older than {settings.retention_succeeded:g} days, "
+               f"failed older than {settings.retention_failed:g} days)")
+
+
 @main.group()
 def db() -> None:
     """Database migrations."""
@@ -318,7 +335,12 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
     settings = _settings()
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.admin_password and not settings.api_token:
         click.echo("warning: listening beyond localhost without HOOKLINE_ADMIN_PASSWORD", err=True)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookline-metrics-")
     args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--config", "python:web.gunicorn_conf",
             "--threads", str(threads), "--worker-class", "gthread" if threads > 1 else "sync",
             "--access-logfile", "-", "--graceful-timeout", "10", "web.wsgi:app"]
     os.execv(sys.executable, args)

@@ -10,6 +10,7 @@ each step's result is committed before the next step starts (I7).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -73,6 +74,23 @@ def _redact(value: Any, pairs: list[tuple[str, str]]) -> Any:
     return value
 
 
+def cap(value: Any, limit: int) -> Any:
+    """Values whose JSON exceeds ``limit`` bytes are stored as a marker with a preview (HOOKLINE_MAX_STORED_BODY).
+
+    Only the record is cut: later steps still see the whole value.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return value
+    if len(text) <= limit:
+        return value
+    return {"_truncated": True, "bytes": len(text), "limit": limit,
+            "preview": text[: max(0, limit - 200)] + f"… [{len(text) - limit + 200} more bytes not stored]"}
+
+
 def template_context(event: Event, run: RunInfo, outputs: Mapping[str, Any]) -> dict[str, Any]:
     return {"event": event.body, "headers": event.headers, "query": event.query, "steps": outputs,
             "run": run.as_dict()}
@@ -108,6 +126,8 @@ def run_flow(
     def record(result: StepResult) -> StepResult:
         for name in ("input", "output", "request", "response", "error_message"):
             setattr(result, name, redact(getattr(result, name), ctx.secrets))
+        result.input = cap(result.input, options.max_recorded_body)
+        result.output = cap(result.output, options.max_recorded_body)
         results.append(result)
         if recorder is not None:
             recorder.step_finished(result)
@@ -144,7 +164,7 @@ def run_flow(
                     verdict = gate.admit(host, step, key)
                     if not verdict.allowed:
                         return RunResult(RunStatus.WAITING, results, error=f"step {step.id}: {verdict.reason}",
-                                         next_attempt_at=verdict.retry_at + rng())
+                                         next_attempt_at=verdict.retry_at + rng(), deferred_host=host)
             if step_type.side_effects and recorder is not None and not dry_run:
                 recorder.step_started(step, attempt, started, key)
             try:

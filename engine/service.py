@@ -283,8 +283,7 @@ class Service:
         except StoreUnavailable:
             log.warning("database unavailable while running run %s; it will be resumed", run_id)
             raise
-        log.info("run %s of %s: %s%s", run_id, run.flow_id, result.status,
-                 f" ({result.error})" if result.error else "")
+        self._observe(run_id, run.flow_id, flow, result)
         if result.status is RunStatus.WAITING and result.next_attempt_at is not None:
             self._enqueue(run_id, max(0.0, result.next_attempt_at - time.time()))
         elif result.status.terminal and run.order_key is not None:
@@ -292,6 +291,32 @@ class Service:
             if nxt is not None:
                 self._enqueue(nxt, 0.0)
         return result.status
+
+    def _observe(self, run_id: int, flow_id: str, flow: Flow, result: RunResult) -> None:
+        """One log line per step and per run (with run_id), and the matching metrics."""
+        from urllib.parse import urlsplit
+
+        from engine import metrics
+
+        for step in result.steps:
+            kind = flow.step(step.step_id).type if any(s.id == step.step_id for s in flow.steps) else "?"
+            if step.duration_ms is not None:
+                metrics.STEPS.labels(flow_id, kind, step.status.value).observe(step.duration_ms / 1000)
+            if step.request and step.response and step.response.get("elapsed_ms") is not None:
+                host = urlsplit(step.request["url"]).hostname or "?"
+                metrics.OUTBOUND.labels(host, f"{step.response['status'] // 100}xx").observe(
+                    step.response["elapsed_ms"] / 1000)
+            if step.retry_at is not None:
+                metrics.RETRIES.labels(flow_id, step.step_id).inc()
+            log.info("step %s %s (attempt %d)%s", step.step_id, step.status.value, step.attempt,
+                     f": {step.error_message}" if step.error_message else "",
+                     extra={"run_id": run_id, "flow": flow_id, "step": step.step_id})
+        if result.status.terminal:
+            metrics.RUNS.labels(flow_id, result.status.value).inc()
+        elif result.deferred_host is not None:
+            metrics.DEFERRED.labels(flow_id, result.deferred_host).inc()
+        log.info("run %s of %s: %s%s", run_id, flow_id, result.status.value,
+                 f" ({result.error})" if result.error else "", extra={"run_id": run_id, "flow": flow_id})
 
     def reap(self, now: float | None = None) -> list[int]:
         """Enqueue runs whose lease expired, whose retry is overdue, or that sat queued too long."""
@@ -309,6 +334,20 @@ class Service:
         if ids:
             log.info("reaper re-enqueued %d run(s)", len(ids))
         return ids
+
+    def prune(self, now: float | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Apply HOOKLINE_RETENTION_SUCCEEDED / _FAILED (days); returns how many runs were deleted."""
+        now = time.time() if now is None else now
+        total = 0
+        for count in self.store.prune(succeeded_before=now - self.settings.retention_succeeded * 86400,
+                                      failed_before=now - self.settings.retention_failed * 86400):
+            total += count
+            if progress is not None:
+                progress(total)
+        self.store.reclaim_space()
+        if total:
+            log.info("pruned %d runs past retention", total)
+        return total
 
     # --- operator actions -------------------------------------------------------------------------
 

@@ -237,6 +237,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file: pruning shrinks it
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -525,6 +526,50 @@ class RunStore:
                 .order_by(RunRow.id).limit(1)
             ).scalar()
 
+    # --- retention ---------------------------------------------------------------------------------
+
+    def prune(self, *, succeeded_before: float, failed_before: float, batch: int = 500) -> Iterator[int]:
+        """Delete terminal runs older than the cut-offs in short transactions; yields how many each batch took.
+
+        Events go with their last run. Short batches keep ingress and workers flowing meanwhile.
+        """
+        done = [RunStatus.SUCCEEDED.value, RunStatus.FILTERED.value]
+        while True:
+            with self._tx() as s:
+                ids = list(s.execute(
+                    select(RunRow.id).where(or_(
+                        and_(RunRow.status.in_(done), RunRow.finished_at < succeeded_before),
+                        and_(RunRow.status == RunStatus.FAILED.value, RunRow.finished_at < failed_before),
+                    )).order_by(RunRow.id).limit(batch)
+                ).scalars())
+                if not ids:
+                    break
+                events = list(s.execute(select(RunRow.event_id).where(RunRow.id.in_(ids)).distinct()).scalars())
+                s.execute(delete(StepRunRow).where(StepRunRow.run_id.in_(ids)))
+                s.execute(delete(RunIndexRow).where(RunIndexRow.run_id.in_(ids)))
+                s.execute(update(RunRow).where(RunRow.parent_run_id.in_(ids)).values(parent_run_id=None))
+                s.execute(delete(RunRow).where(RunRow.id.in_(ids)))
+                s.execute(delete(EventRow).where(EventRow.id.in_(events),
+                                                 ~exists().where(RunRow.event_id == EventRow.id)))
+            yield len(ids)
+        with self._tx() as s:
+            s.execute(delete(SandboxRequestRow).where(SandboxRequestRow.created_at < succeeded_before))
+
+    def reclaim_space(self, full: bool = False) -> None:
+        """SQLite: return free pages to the file system (incremental vacuum; ``full`` runs VACUUM once,
+        which also converts a database created before auto_vacuum was on)."""
+        if self.dialect != "sqlite":
+            return
+        raw = self.engine.raw_connection()  # outside any transaction (we issue BEGIN ourselves on SQLite)
+        try:
+            cur = raw.cursor()
+            # executescript steps the pragma to the end (execute() would free a single page)
+            cur.executescript("VACUUM;" if full else "PRAGMA incremental_vacuum;")
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # free pages leave the file at checkpoint
+            cur.close()
+        finally:
+            raw.close()
+
     # --- replay (I5: a new, linked run) ------------------------------------------------------
 
     def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_steps_before: str | None = None,
@@ -648,6 +693,14 @@ class RunStore:
                 break
             cursor = page.next_cursor
         return sorted(ids[:limit])
+
+    def unfinished_counts(self) -> dict[str, int]:
+        """Queued, running and waiting runs (uses the status index; terminal rows are not counted)."""
+        unfinished = [RunStatus.QUEUED.value, RunStatus.RUNNING.value, RunStatus.WAITING.value]
+        with self._tx(write=False) as s:
+            rows = s.execute(select(RunRow.status, func.count()).where(RunRow.status.in_(unfinished))
+                             .group_by(RunRow.status)).all()
+        return {status: 0 for status in unfinished} | {status: count for status, count in rows}
 
     def flow_stats(self, since: float) -> dict[str, dict[str, Any]]:
         """Per flow: run counts by status since a time, and the last failure."""

@@ -52,6 +52,11 @@ def reap() -> None:
     service().reap()
 
 
+@huey.periodic_task(crontab(minute="17"))
+def prune() -> None:
+    service().prune()
+
+
 def enqueue(run_id: int, delay: float = 0.0) -> None:
     if delay > 0:
         execute_run.schedule((run_id,), delay=delay)

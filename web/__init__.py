@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         SESSION_COOKIE_SAMESITE="Lax",
         JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask 3 reads this, not JSON_SORT_KEYS
     if service is None:
         from engine import tasks
         from engine.catalog import FlowCatalog
@@ -29,12 +30,15 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
                           enqueue=tasks.enqueue, pending=tasks.huey.pending_count)
     app.extensions["hookline"] = service
 
-    from web import health, hooks, sandbox
+    from web import auth, health, hooks, metrics, sandbox, ui
     from web.errors import register_error_handlers
 
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     if settings.sandbox:
         app.register_blueprint(sandbox.bp)
+    auth.init_app(app)  # login, CSRF, security headers; Secure session cookie over HTTPS
+    ui.init_app(app)  # pages, their .json twins and /api
     register_error_handlers(app)
     return app

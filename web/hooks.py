@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import envrefs
+from engine import envrefs, metrics
 from engine.catalog import BrokenFlow
 from engine.errors import MissingEnvError, StoreUnavailable, VerificationError, VerificationUnavailable
 from engine.events import BadBody, parse_body
@@ -25,21 +25,27 @@ def service() -> Service:
     return svc
 
 
+def reject(flow_id: str, status: int, reason: str, message: str) -> ApiError:
+    """Count a refused webhook by reason and build the error the provider reads."""
+    metrics.REJECTED.labels(flow_id, reason).inc()
+    return ApiError(status, message)
+
+
 def _flow(flow_id: str) -> Flow:
     flow = service().catalog.get(flow_id)
     if flow is None:
-        raise ApiError(404, f"no flow with id {flow_id!r}")
+        raise reject("unknown", 404, "unknown_flow", f"no flow with id {flow_id!r}")
     if isinstance(flow, BrokenFlow):
-        raise ApiError(503, f"flow {flow_id!r} has errors and is not served: {flow.errors[0]}")
+        raise reject(flow_id, 503, "invalid_flow", f"flow {flow_id!r} has errors and is not served: {flow.errors[0]}")
     return flow
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(flow_id: str, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
+        raise reject(flow_id, 413, "too_large", f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
     body = request.stream.read(limit + 1)
     if len(body) > limit:
-        raise ApiError(413, f"body exceeds the {limit}-byte limit")
+        raise reject(flow_id, 413, "too_large", f"body exceeds the {limit}-byte limit")
     return body
 
 
@@ -68,8 +74,9 @@ def handshake(flow_id: str) -> Any:
 def receive(flow_id: str) -> Any:
     svc = service()
     flow = _flow(flow_id)
+    metrics.WEBHOOKS.labels(flow_id).inc()
     limit = flow.trigger.max_body or svc.settings.max_body
-    body = _read_body(limit)
+    body = _read_body(flow_id, limit)
     headers = list(request.headers.items())
     content_type = request.headers.get("Content-Type", "")
     if flow.trigger.verify is not None:
@@ -80,14 +87,14 @@ def receive(flow_id: str) -> Any:
                            query=request.args.to_dict(), env=svc.env, now=_now())
         except VerificationError as exc:
             log.warning("rejected webhook for %s: %s", flow_id, exc)
-            raise ApiError(401, f"verification failed: {exc}") from None
+            raise reject(flow_id, 401, "unverified", f"verification failed: {exc}") from None
         except VerificationUnavailable as exc:
             log.error("cannot verify webhooks for %s: %s", flow_id, exc)
-            raise ApiError(503, str(exc)) from None
+            raise reject(flow_id, 503, "secret_missing", str(exc)) from None
     try:
         parsed = parse_body(body, content_type)
     except BadBody as exc:
-        raise ApiError(400, str(exc)) from None
+        raise reject(flow_id, 400, "bad_body", str(exc)) from None
     if isinstance(parsed, dict) and parsed.get("type") == "url_verification" and "challenge" in parsed:
         return jsonify({"challenge": parsed["challenge"]})  # Slack's URL handshake: no run
     try:
@@ -95,13 +102,16 @@ def receive(flow_id: str) -> Any:
                                     headers=headers, body=body, content_type=content_type, parsed=parsed)
     except (StoreUnavailable, SQLAlchemyError) as exc:
         log.error("could not store webhook for %s: %s", flow_id, exc)
-        raise ApiError(503, "could not store the event; retry later") from None
+        raise reject(flow_id, 503, "unavailable", "could not store the event; retry later") from None
     run_url = url_for("ui.run_detail", run_id=accepted.run_id) if "ui.run_detail" in current_app.view_functions \
         else None
     if accepted.duplicate:
-        log.info("duplicate webhook for %s -> run %s", flow_id, accepted.run_id)
+        metrics.DUPLICATES.labels(flow_id).inc()
+        log.info("duplicate webhook for %s -> run %s", flow_id, accepted.run_id,
+                 extra={"run_id": accepted.run_id, "flow": flow_id})
         return jsonify({"ok": True, "run_id": accepted.run_id, "duplicate": True, "run_url": run_url}), 200
-    log.info("accepted webhook for %s -> run %s", flow_id, accepted.run_id)
+    log.info("accepted webhook for %s -> run %s", flow_id, accepted.run_id,
+             extra={"run_id": accepted.run_id, "flow": flow_id})
     return jsonify({"ok": True, "run_id": accepted.run_id, "status": "queued", "run_url": run_url}), 202
 
 

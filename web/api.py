@@ -1,0 +1,141 @@
+"""The JSON API under /api: the pages' data for scripts, plus the operator actions.
+
+Reads return the same context dicts as the pages' ``.json`` twins. Writes go through Service and
+answer 201 with the new run ids. Described by /api/openapi.json (web/openapi.py); errors have the one
+JSON shape of web/errors.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from engine.model import Flow, RunRecord, RunStatus
+from web import context
+from web.errors import ApiError
+from web.hooks import service
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _body() -> dict[str, Any]:
+    if not request.get_data(cache=True):
+        return {}
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+def run_or_404(run_id: int) -> RunRecord:
+    run = service().store.get_run_record(run_id)
+    if run is None:
+        raise ApiError(404, f"no run with id {run_id}")
+    return run
+
+
+def _original(version: Any) -> bool:
+    if version in (None, "current"):
+        return False
+    if version == "original":
+        return True
+    raise ApiError(400, f"version: expected 'current' or 'original', got {str(version)[:40]!r}")
+
+
+def check_replayable(run: RunRecord, original: bool) -> None:
+    """Replaying on the current version needs the flow loaded now; say so instead of failing inside."""
+    if not original and not isinstance(service().catalog.get(run.flow_id), Flow):
+        raise ApiError(409, f"flow {run.flow_id!r} is not loaded (it has errors or was removed); "
+                            "replay on the original version instead")
+
+
+def check_retryable(run: RunRecord) -> None:
+    if run.status is not RunStatus.FAILED:
+        raise ApiError(409, f"run {run.id} is {run.status.value}; only failed runs can be retried from the failed step")
+
+
+def bulk_ids(flt: context.RunFilter) -> list[int]:
+    """Run ids a bulk replay would take, oldest first; refuses an empty filter and more than BULK_CAP runs."""
+    if flt.empty:
+        raise ApiError(400, "bulk replay needs a filter (flow, status, since, until or q)")
+    ids = service().store.ids_matching(flow=flt.flow, status=flt.status, since=flt.since, until=flt.until, q=flt.q,
+                                       limit=context.BULK_CAP + 1)
+    if len(ids) > context.BULK_CAP:
+        raise ApiError(400, f"more than {context.BULK_CAP:,} runs match; bulk replay takes at most {context.BULK_CAP:,} "
+                            "at a time: narrow the filter (a shorter time range, one flow or one status)")
+    return ids
+
+
+def replay_many(ids: list[int], original: bool) -> list[int]:
+    """Service.bulk_replay, its refusal (a flow that no longer loads; nothing replayed) turned into a 409."""
+    try:
+        return service().bulk_replay(ids, original_version=original)
+    except ValueError as exc:
+        raise ApiError(409, f"nothing replayed: {exc}; replay on the original version instead") from None
+
+
+def _created(parent: int, new_ids: list[int]) -> Any:
+    return jsonify({"ok": True, "parent_run_id": parent, "run_id": new_ids[0],
+                    "url": url_for("ui.run_detail", run_id=new_ids[0])}), 201
+
+
+@bp.get("/flows")
+def list_flows() -> Any:
+    return jsonify(context.flows_context())
+
+
+@bp.get("/flows/<flow_id>")
+def get_flow(flow_id: str) -> Any:
+    return jsonify(context.flow_context(flow_id))
+
+
+@bp.get("/runs")
+def list_runs() -> Any:
+    ids = request.args.get("ids")
+    if ids is not None:
+        return jsonify(context.runs_by_ids_context(ids))
+    return jsonify(context.runs_context(request.args))
+
+
+@bp.get("/runs/<int:run_id>")
+def get_run(run_id: int) -> Any:
+    return jsonify(context.run_context(run_id))
+
+
+@bp.post("/runs/<int:run_id>/replay")
+def replay(run_id: int) -> Any:
+    original = _original(_body().get("version"))
+    run = run_or_404(run_id)
+    check_replayable(run, original)
+    return _created(run_id, [service().replay(run_id, original_version=original)])
+
+
+@bp.post("/runs/<int:run_id>/retry")
+def retry(run_id: int) -> Any:
+    run = run_or_404(run_id)
+    check_retryable(run)
+    return _created(run_id, [service().retry_from_failed(run_id)])
+
+
+@bp.post("/runs/<int:run_id>/dry-run")
+def dry_run(run_id: int) -> Any:
+    return jsonify(context.dry_run_context(service(), run_id))
+
+
+@bp.post("/runs/replay")
+def bulk_replay() -> Any:
+    body = _body()
+    original = _original(body.get("version"))
+    flt = context.RunFilter.parse(body)
+    ids = bulk_ids(flt)
+    new_ids = replay_many(ids, original)
+    return jsonify({"ok": True, "count": len(new_ids), "replayed": ids, "run_ids": new_ids,
+                    "filter": flt.as_dict()}), 201
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    from web.openapi import spec
+
+    return jsonify(spec())

@@ -1,0 +1,161 @@
+"""Login, CSRF and security headers for the operator UI and the JSON API.
+
+Who may do what:
+
+- ``HOOKLINE_ADMIN_PASSWORD`` set: pages need a login (``/login``, session cookie HttpOnly, SameSite=Lax,
+  Secure over HTTPS); ``/api`` takes that session or ``Authorization: Bearer <HOOKLINE_API_TOKEN>``.
+- not set: pages and API are open and every page says so in a banner. A Bearer token, when sent, must
+  still be right.
+- always open: ``/hooks/*`` (providers), the sandbox receiver ``/sandbox/<name>/...``, ``/healthz``,
+  ``/readyz`` and ``/static``.
+
+Every POST from a browser carries the session's CSRF token, as the ``csrf_token`` form field or the
+``X-CSRF-Token`` header (fetch from app.js); the login form too, so a page on another site cannot log
+a browser into an attacker's session. API calls with a valid Bearer token carry no cookie and are exempt.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+
+from web.errors import ApiError
+from web.hooks import service
+
+bp = Blueprint("auth", __name__)
+
+OPEN_PREFIXES = ("/hooks/", "/sandbox/", "/static/")
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # scraped by Prometheus; expose only internally
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison; an empty expected value never matches."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def password_required() -> bool:
+    return bool(service().settings.admin_password)
+
+
+def logged_in() -> bool:
+    return bool(session.get("user"))
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, created on first use (templates call it for every form)."""
+    token = session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def _bearer() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _https() -> bool:
+    """HTTPS directly, or behind a proxy that says so (what ProxyFix would conclude)."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.is_secure or forwarded == "https"
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, with the Secure flag whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or _https()
+
+
+def _guard() -> Any:
+    """Runs before every request: open paths, then Bearer, then login, then CSRF."""
+    path = request.path
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return None
+    api = path.startswith("/api/")
+    token = _bearer() if api else None
+    if token is not None:
+        if not _same(token, service().settings.api_token):
+            raise ApiError(401, "invalid bearer token (it must equal HOOKLINE_API_TOKEN)")
+        g.bearer = True
+        return None
+    if password_required() and not logged_in() and path != url_for("auth.login"):
+        if api or path.endswith(".json") or request.method != "GET":
+            raise ApiError(401, "login required: sign in at /login, or send Authorization: Bearer <HOOKLINE_API_TOKEN>")
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    if request.method in UNSAFE_METHODS:
+        _check_csrf(api)
+    return None
+
+
+def _check_csrf(api: bool) -> None:
+    sent = request.headers.get("X-CSRF-Token") or ("" if api else request.form.get("csrf_token", ""))
+    if not sent:
+        raise ApiError(400, "CSRF token missing: reload the page and try again"
+                       + ("" if not api else " (scripts: send Authorization: Bearer <HOOKLINE_API_TOKEN>)"))
+    if not _same(sent, str(session.get("csrf") or "")):
+        raise ApiError(400, "CSRF token invalid or expired: reload the page and try again")
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype == "text/html":
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Frame-Options", "DENY")
+    if not request.path.startswith("/static/"):
+        headers.setdefault("Cache-Control", "no-store")  # run data stays out of shared and back/forward caches
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: ``//evil.test`` or ``https://evil.test`` would make /login an open redirect."""
+    if not target:
+        return url_for("ui.flows")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("ui.flows")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    if not password_required():
+        return redirect(url_for("ui.flows"))
+    target = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("login.html", next=target, error=None)
+    if not _same(request.form.get("password", ""), service().settings.admin_password):
+        return render_template("login.html", next=target, error="Wrong password."), 401
+    session.clear()  # a new session on login: no fixation
+    session["user"] = "admin"
+    csrf_token()
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login") if password_required() else url_for("ui.flows"))
+
+
+def init_app(app: Flask) -> None:
+    app.session_interface = SessionInterface()
+    app.before_request(_guard)
+    app.after_request(_security_headers)
+
+    @app.context_processor
+    def _auth_globals() -> dict[str, Any]:
+        return {"csrf_token": csrf_token, "password_required": password_required(), "logged_in": logged_in()}
+
+    app.register_blueprint(bp)
