@@ -28,11 +28,12 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check engine web tests bench
+	$(BIN)/mypy --strict engine
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check engine web tests bench
-	$(BIN)/mypy engine
+	$(BIN)/mypy --strict engine
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench

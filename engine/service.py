@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
@@ -26,10 +27,11 @@ from engine.config import Settings, environ
 from engine.errors import FlowInvalid, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
-from engine.model import Flow, RunDetail, RunInfo, RunResult, RunStatus, Step, StepResult
+from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
 from engine.runner import run_flow
 from engine.steps import RunOptions
 from engine.store import Accepted, LeaseLost, RunStore
+from engine.verify import secret_fields
 
 log = logging.getLogger("hookline.service")
 
@@ -70,8 +72,6 @@ class _StoreRecorder:
         return time.time() + self.lease_s + timeout
 
     def step_started(self, step: Step, attempt: int, started_at: float, idempotency_key: str) -> None:
-        from engine.model import StepStatus
-
         self.store.step_started(
             self.run_id, self.owner,
             StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
@@ -201,8 +201,6 @@ class Service:
     def redacted_headers(self, flow: Flow) -> tuple[str, ...]:
         names = list(self.settings.redact_headers) + list(flow.trigger.redact_headers)
         if flow.trigger.verify is not None:
-            from engine.verify import secret_fields
-
             names += list(secret_fields(flow.trigger.verify)[0])
         return tuple(n.lower() for n in names)
 
@@ -213,8 +211,6 @@ class Service:
         The commit happens before this returns; a queue failure is logged and left to the reaper
         (the database is the record), so an acknowledged event is never lost and never doubled.
         """
-        from engine.model import Headers
-
         hdrs = Headers(list(headers))
         trig = flow.trigger
         dedupe = trig.dedupe.extract(parsed, hdrs) if trig.dedupe else None
@@ -225,12 +221,8 @@ class Service:
             if value is not None:
                 index[name] = value
         if flow.trigger.verify is not None:
-            from engine.verify import secret_fields
-
             secret_query = set(secret_fields(flow.trigger.verify)[1])
             if secret_query:
-                from urllib.parse import parse_qsl, urlencode
-
                 pairs = parse_qsl(query_string, keep_blank_values=True)
                 query_string = urlencode([(k, "[redacted]" if k in secret_query else v) for k, v in pairs])
         accepted = self.store.accept(

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
 from engine.config import Settings
+
+if TYPE_CHECKING:
+    from engine.service import Service
 
 log = logging.getLogger("hookline.tasks")
 
@@ -24,17 +28,17 @@ def make_huey(settings: Settings) -> Huey:
 
 settings = Settings.from_env()
 huey = make_huey(settings)
-_service = None
+_service: Service | None = None
 _lock = threading.Lock()
 
 
-def service():  # type: ignore[no-untyped-def]
+def service() -> Service:
     """The process's Service, built on first use (not at import)."""
     global _service
+    from engine.service import Service
     with _lock:
         if _service is None:
             from engine.catalog import FlowCatalog
-            from engine.service import Service
             from engine.store import RunStore
 
             _service = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir),
@@ -42,17 +46,17 @@ def service():  # type: ignore[no-untyped-def]
         return _service
 
 
-@huey.task(retries=0)
+@huey.task(retries=0)  # type: ignore[untyped-decorator]
 def execute_run(run_id: int) -> None:
     service().execute_run(run_id)
 
 
-@huey.periodic_task(crontab(minute="*"))
+@huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
 def reap() -> None:
     service().reap()
 
 
-@huey.periodic_task(crontab(minute="17"))
+@huey.periodic_task(crontab(minute="17"))  # type: ignore[untyped-decorator]
 def prune() -> None:
     service().prune()
 

@@ -29,10 +29,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext import parse as jsonpath_parse
+from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
 from engine import envrefs
-from engine.errors import EngineError, TemplateError
+from engine.errors import EngineError, FlowError, TemplateError
 
 MAX_OUTPUT = 1_000_000  # characters one template may produce
 MAX_REPEAT = 100_000  # longest string/list a `*` may build
@@ -280,11 +280,10 @@ _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 def _step_refs_of(ast: nodes.Node) -> tuple[str, ...]:
     found: list[str] = []
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == "steps":
-            if isinstance(node, nodes.Getattr):
-                found.append(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+        if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "steps":
+            found.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name) and node.node.name == "steps":
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
                 found.append(node.arg.value)
     return tuple(dict.fromkeys(found))
 
@@ -358,7 +357,7 @@ def _compile_jinja(source: str, where: Where, *, native: bool) -> Jinja:
 
 
 def compile_value(raw: Any, where: Where, lines: Mapping[str, int] | None = None,
-                  errors: list[TemplateError] | None = None) -> Expr:
+                  errors: list[FlowError] | None = None) -> Expr:
     """Compile any YAML value (nested mappings and lists included) into an Expr.
 
     ``lines`` maps key paths to line numbers so nested errors point at their own line. With

@@ -162,7 +162,7 @@ def runs_context(args: Mapping[str, Any]) -> dict[str, Any]:
         "filter": flt.as_dict(),
         "runs": runs,
         "next_cursor": page.next_cursor,
-        "next_url": url_for("ui.runs", **flt.raw, cursor=page.next_cursor) if page.next_cursor else None,
+        "next_url": url_for("ui.runs", **{**flt.raw, "cursor": str(page.next_cursor)}) if page.next_cursor else None,  # type: ignore[arg-type]
         "max_id": top,
         "live": cursor is None and flt.until is None,
         "limit": limit,

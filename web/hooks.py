@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -14,6 +16,7 @@ from engine.errors import MissingEnvError, StoreUnavailable, VerificationError, 
 from engine.events import BadBody, parse_body
 from engine.model import Flow
 from engine.service import Service
+from engine.verify import verify_request
 from web.errors import ApiError
 
 bp = Blueprint("hooks", __name__)
@@ -63,8 +66,6 @@ def handshake(flow_id: str) -> Any:
         token = envrefs.expand(expected, service().env)
     except MissingEnvError as exc:
         raise ApiError(503, f"verify token not configured: {exc}") from None
-    import hmac
-
     if not hmac.compare_digest(request.args.get("hub.verify_token", "").encode(), token.encode()):
         raise ApiError(403, "hub.verify_token does not match")
     return Response(challenge, mimetype="text/plain")
@@ -80,11 +81,9 @@ def receive(flow_id: str) -> Any:
     headers = list(request.headers.items())
     content_type = request.headers.get("Content-Type", "")
     if flow.trigger.verify is not None:
-        from engine.verify import verify_request
-
         try:
             verify_request(flow.trigger.verify, body=body, headers={k.lower(): v for k, v in headers},
-                           query=request.args.to_dict(), env=svc.env, now=_now())
+                           query=request.args.to_dict(), env=svc.env, now=time.time())
         except VerificationError as exc:
             log.warning("rejected webhook for %s: %s", flow_id, exc)
             raise reject(flow_id, 401, "unverified", f"verification failed: {exc}") from None
@@ -113,9 +112,3 @@ def receive(flow_id: str) -> Any:
     log.info("accepted webhook for %s -> run %s", flow_id, accepted.run_id,
              extra={"run_id": accepted.run_id, "flow": flow_id})
     return jsonify({"ok": True, "run_id": accepted.run_id, "status": "queued", "run_url": run_url}), 202
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

@@ -5,7 +5,7 @@ from alembic import context
 from engine.store import Base, make_engine
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+url = config.get_main_option("sqlalchemy.url") or ""
 engine = make_engine(url)
 
 with engine.connect() as connection:

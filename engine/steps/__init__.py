@@ -51,7 +51,7 @@ class RetryPolicy:
         if self.backoff == "fixed":
             return min(self.initial, self.max_delay)
         ceiling = min(self.max_delay, self.initial * (2 ** max(0, attempt - 1)))
-        return ceiling * rng()
+        return float(ceiling * rng())
 
 
 @dataclass(frozen=True)

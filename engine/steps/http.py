@@ -173,7 +173,7 @@ def _refuse_link_local(host: str) -> None:
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
         except OSError:
             return  # unresolvable: the request itself will fail with a clear connection error
-        addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     for address in addresses:
         if any(address in net for net in LINK_LOCAL):
             raise StepError(f"host {host!r} is link-local ({address}); requests there are always refused")
