@@ -27,12 +27,12 @@ run: $(STAMP)
 	set -a; . ./flows/demo.env; set +a; $(BIN)/hookline serve --flows flows --host 127.0.0.1 --port 8000
 
 test: $(TEST_STAMP)
-	$(BIN)/ruff check engine web tests bench
+	$(BIN)/ruff check engine web tests $(wildcard bench)
 	$(BIN)/mypy --strict engine
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check engine web tests bench
+	$(BIN)/ruff check engine web tests $(wildcard bench)
 	$(BIN)/mypy --strict engine
 
 bench: $(TEST_STAMP)
