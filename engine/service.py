@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -59,13 +59,21 @@ def _compile(version: str, source: str, path: str) -> Flow:
 
 @dataclass
 class _StoreRecorder:
-    """Backs the runner's Recorder with the store, renewing the lease at every write."""
+    """Backs the runner's Recorder with the store, renewing the lease at every write.
+
+    Results of steps without side effects (filter, transform) are pure and cheap to recompute, so they
+    are committed together with the next write: the start of the next step with side effects, or the
+    run's outcome. A step with side effects commits its start before it runs and its result as soon as
+    it has one (I7), so a crash can repeat at most the one call that was in flight.
+    """
 
     store: RunStore
     run_id: int
     owner: str
     lease_s: float
     default_timeout: float
+    pending: list[StepResult] = field(default_factory=list)
+    started: set[tuple[str, int]] = field(default_factory=set)
 
     def _until(self, step: Step | None = None) -> float:
         timeout = getattr(getattr(step, "config", None), "timeout", None) or self.default_timeout
@@ -76,11 +84,20 @@ class _StoreRecorder:
             self.run_id, self.owner,
             StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
                        idempotency_key=idempotency_key),
-            self._until(step),
+            self._until(step), earlier=self.pending,
         )
+        self.pending = []
+        self.started.add((step.id, attempt))
 
     def step_finished(self, result: StepResult) -> None:
-        self.store.step_finished(self.run_id, self.owner, result, self._until())
+        if (result.step_id, result.attempt) in self.started:
+            self.store.step_finished(self.run_id, self.owner, result, self._until())
+        else:
+            self.pending.append(result)
+
+    def finish(self, result: RunResult) -> None:
+        self.store.finish(self.run_id, self.owner, result, steps=self.pending)
+        self.pending = []
 
 
 class _StoreGate:
@@ -268,7 +285,7 @@ class Service:
         try:
             result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,
                               env=self.env, done=done, attempts=attempts, options=self.options, gate=self.gate)
-            self.store.finish(run_id, self.owner, result)
+            recorder.finish(result)
         except LeaseLost as exc:
             log.warning("%s; stopping", exc)
             return None

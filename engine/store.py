@@ -446,10 +446,12 @@ class RunStore:
         if res.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
 
-    def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
+    def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float,
+                     earlier: Sequence[StepResult] = ()) -> None:
+        """Record a step with side effects as running (and the pure steps finished before it) in one commit."""
         with self._tx() as s:
             self._renew(s, run_id, owner, lease_until, result.step_id)
-            s.add(self._step_row(run_id, result))
+            s.add_all([self._step_row(run_id, r) for r in (*earlier, result)])
 
     def step_finished(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
         with self._tx() as s:
@@ -457,17 +459,15 @@ class RunStore:
             self._write_step(s, run_id, result)
 
     def _write_step(self, s: Session, run_id: int, result: StepResult) -> None:
-        existing = s.execute(
-            select(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.step_id == result.step_id,
-                                     StepRunRow.attempt == result.attempt)
-        ).scalar_one_or_none()
-        if existing is None:
+        """Complete the attempt's `running` row if there is one, else insert the result."""
+        values = {name: getattr(result, name) for name in (
+            "finished_at", "input", "output", "request", "response", "error_type", "error_message", "retry_at",
+            "idempotency_key")}
+        res = s.execute(update(StepRunRow).where(
+            StepRunRow.run_id == run_id, StepRunRow.step_id == result.step_id, StepRunRow.attempt == result.attempt,
+        ).values(status=result.status.value, **values))
+        if res.rowcount == 0:  # type: ignore[attr-defined]
             s.add(self._step_row(run_id, result))
-            return
-        for name in ("status", "finished_at", "input", "output", "request", "response", "error_type",
-                     "error_message", "retry_at", "idempotency_key"):
-            value = getattr(result, name)
-            setattr(existing, name, value.value if isinstance(value, StepStatus) else value)
 
     @staticmethod
     def _step_row(run_id: int, r: StepResult) -> StepRunRow:
@@ -478,11 +478,14 @@ class RunStore:
             idempotency_key=r.idempotency_key,
         )
 
-    def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None) -> None:
-        """Record the run's outcome (terminal, or WAITING with its next attempt time) and release the lease."""
+    def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None,
+               steps: Sequence[StepResult] = ()) -> None:
+        """Record the run's outcome (terminal, or WAITING with its next attempt time) and release the lease,
+        with any step results not yet written, in one commit."""
         now = time.time() if now is None else now
         terminal = result.status in TERMINAL
         with self._tx() as s:
+            s.add_all([self._step_row(run_id, r) for r in steps])
             res = s.execute(
                 update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner,
                                      RunRow.status == RunStatus.RUNNING.value).values(
