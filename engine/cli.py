@@ -238,6 +238,33 @@ def send(flow: str, event_file: str, url: str, headers: tuple[str, ...]) -> None
 
 
 @main.command()
+@click.argument("run_id", type=int)
+@click.option("--out", default=None, help="File to write (default flows/tests/<flow>/run-<id>.yaml; - for stdout).")
+def fixture(run_id: int, out: str | None) -> None:
+    """Turn a stored run into a flow test fixture: its event, each http response as a stub, its statuses."""
+    from engine.flowtest import export_fixture, placeholder_env
+    from engine.loader import load_flow
+    from engine.store import RunStore
+
+    settings = _settings()
+    store = RunStore(settings.database_url)
+    detail = store.get_run(run_id)
+    if detail is None:
+        _fail(f"no run {run_id} in {_safe_url(settings.database_url)}")
+    assert detail is not None
+    stored = store.flow_source(detail.run.flow_version)
+    env = placeholder_env(load_flow(stored[1], stored[2])) if stored else {}
+    text = export_fixture(detail, detail.run.flow_id, env=env)
+    if out == "-":
+        click.echo(text, nl=False)
+        return
+    path = Path(out) if out else Path(settings.flows_dir) / "tests" / detail.run.flow_id / f"run-{run_id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    click.echo(f"wrote {path}; run it with: hookline test")
+
+
+@main.command()
 @click.option("--vacuum", is_flag=True, help="SQLite: also run a full VACUUM (converts old files to auto-vacuum).")
 def prune(vacuum: bool) -> None:
     """Delete runs past retention (HOOKLINE_RETENTION_SUCCEEDED/_FAILED days) and reclaim disk space."""

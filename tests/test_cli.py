@@ -147,3 +147,22 @@ def test_send_signs_with_the_flows_secret(tmp_path: Path, make_service: Any, sql
         assert out.returncode == 1 and out.stdout.startswith("401")
     finally:
         server.shutdown()
+
+
+def test_fixture_turns_a_run_into_a_passing_flow_test(tmp_path: Path, make_service: Any, sqlite_url: str,
+                                                       target: Target) -> None:
+    svc, queue = make_service({"demo": FLOW.format(url=target.url)}, sqlite_url)
+    body = {"name": "ada"}
+    run_id = svc.accept_event(svc.catalog.get("demo"), method="POST", query_string="", headers=[],
+                              body=json.dumps(body).encode(), content_type="application/json", parsed=body).run_id
+    svc.execute_run(queue.pop()[0])
+    env = {"HOOKLINE_DATABASE_URL": sqlite_url, "HOOKLINE_FLOWS_DIR": svc.settings.flows_dir}
+    out = cli("fixture", str(run_id), env=env)
+    assert out.returncode == 0, out.stderr
+    written = Path(svc.settings.flows_dir) / "tests" / "demo" / f"run-{run_id}.yaml"
+    assert written.is_file() and "stubs:" in written.read_text()
+    seen = len(target.requests())
+    out = cli("test", svc.settings.flows_dir)
+    assert out.returncode == 0 and "1 passed, 0 failed" in out.stdout, out.stdout
+    assert len(target.requests()) == seen  # stubs, no network
+    assert cli("fixture", "999", env=env).returncode == 1
