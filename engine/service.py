@@ -407,22 +407,20 @@ class Service:
         Everything is checked before the first run is created, so a missing run (KeyError) or a flow
         that no longer loads (ValueError) replays nothing rather than half the selection.
         """
-        runs = []
-        for run_id in run_ids:
-            run = self.store.get_run_record(run_id)
-            if run is None:
-                raise KeyError(run_id)
-            runs.append(run)
+        found = {r.id: r for start in range(0, len(run_ids), 500)
+                 for r in self.store.runs_by_ids(run_ids[start : start + 500])}
+        missing = [i for i in run_ids if i not in found]
+        if missing:
+            raise KeyError(missing[0])
+        runs = [found[i] for i in run_ids]
         versions: dict[str, str] = {}
         if not original_version:
             for flow_id in sorted({r.flow_id for r in runs}):
                 versions[flow_id] = self._current_version(flow_id)
-        new_ids = []
-        for run in runs:
-            version = run.flow_version if original_version else versions[run.flow_id]
-            new_id = self.store.create_linked_run(run.id, "replay", version)
+        pairs = [(r.id, r.flow_version if original_version else versions[r.flow_id]) for r in runs]
+        new_ids = self.store.create_linked_runs(pairs, "replay")
+        for new_id in new_ids:
             self._enqueue(new_id, 0.0)
-            new_ids.append(new_id)
         return new_ids
 
 

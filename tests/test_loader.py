@@ -81,6 +81,8 @@ steps:
     ("steps:\n  - id: a\n    transform: {x: '{{ steps.zz.y }}'}\n", "unknown step 'zz'"),
     ("steps:\n  - id: a\n    transform: {x: 1, x: 2}\n", "duplicate key 'x'"),
     ("steps:\n  - id: a\n    http: {url: 'http://x', json: {}, body: 'x'}\n", "use only one of json, form and body"),
+    ("steps:\n  - id: a\n    http: {url: 5}\n", "url must be an absolute http(s) URL"),
+    ("steps:\n  - id: a\n    http: {url: 'ftp://x/y'}\n", "url must be an absolute http(s) URL"),
     ("id: 'has space'\nsteps:\n  - id: a\n    transform: 1\n", "id must be letters"),
 ])
 def test_single_problems(text: str, expected: str) -> None:

@@ -214,3 +214,19 @@ def test_env_base_url_with_templated_path_is_a_fixed_host(target: Target, http: 
     result = run_flow(flow, make_event(), http=http, env={"BASE": target.url})
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert target.requests("/orders/evt_1")
+
+
+def test_credentials_in_urls_and_response_cookies_stay_out_of_records(target: Target, http: httpx.Client) -> None:
+    target.script["/x"] = [(400, {"error": "no"})]
+    base = target.url.replace("http://", "http://user:hunter2pass@")
+    flow = make_flow([http_step(url="${CRM_URL}/x")])
+    result = run_flow(flow, make_event(), http=http, env={"CRM_URL": base})
+    assert result.status is RunStatus.FAILED
+    assert "hunter2pass" not in json.dumps([vars(s) for s in result.steps], default=str) + (result.error or "")
+
+    def cookie(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Set-Cookie": "session=abc123"}, json={})
+
+    client = httpx.Client(transport=httpx.MockTransport(cookie))
+    result = run_flow(make_flow([http_step(url="https://api.test/x")]), make_event(), http=client)
+    assert "abc123" not in json.dumps([vars(s) for s in result.steps], default=str)

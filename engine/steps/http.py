@@ -104,6 +104,11 @@ def build(parsed: dict[str, Any]) -> HttpConfig:
         parse_rate(parsed["limits"]["rate"])
     if len(bodies) > 1:
         raise ValueError(f"use only one of json, form and body (got {', '.join(bodies)})")
+    url = parsed.get("url")
+    if isinstance(url, Literal):
+        parts = urlsplit(str(url.value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an absolute http(s) URL, got {url.value!r}")
     retry = parsed.get("retry") or {}
     return HttpConfig(
         method=str(parsed.get("method") or "POST").upper(),
@@ -187,6 +192,12 @@ def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + f"\n… [{len(text) - limit} more characters not stored]"
+
+
+def _host_port(url: str) -> str:
+    """Host and port only: a URL's user:password part must never reach a message (I9)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -277,7 +288,7 @@ def execute(ctx: StepContext) -> Outcome:
         retryable = status >= 500 or status in RETRYABLE_STATUSES
         reason = response.reason_phrase or ""
         err = HttpStepError(
-            f"{cfg.method} {urlsplit(url).netloc} answered {status} {reason}".rstrip()
+            f"{cfg.method} {_host_port(url)} answered {status} {reason}".rstrip()
             + ("" if retryable else " (not retryable)"),
             retryable=retryable,
             status=status,
@@ -287,7 +298,8 @@ def execute(ctx: StepContext) -> Outcome:
         err.response = response_record
         raise err
     output = {
-        "response": {"status": status, "headers": dict(response.headers), "json": body_json, "text": _clip(text, limit)}
+        "response": {"status": status, "headers": _redact_headers(response.headers, ctx.options.redact_headers),
+                     "json": body_json, "text": _clip(text, limit)}
     }
     return Outcome(output=output, input=step_input, request=request_record, response=response_record)
 

@@ -1,0 +1,175 @@
+"""A live Hookline for browser tests and screenshots: a real werkzeug server in a thread, SQLite, a
+Service whose queue runs each run in a background thread, the built-in sandbox as the CRM, and an
+"accounting" server on 127.0.0.1 that rejects invoices in JPY (422) so failed runs happen on demand.
+
+Webhooks are signed with engine.verify.sign exactly as Stripe would sign them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from engine.catalog import FlowCatalog
+from engine.config import Settings
+from engine.model import Flow
+from engine.service import Service
+from engine.store import RunStore
+from engine.verify import sign
+from web import create_app
+
+PASSWORD = "browser-test-password"
+STRIPE_SECRET = "whsec_browser_test_secret"
+FLOW_ID = "stripe_payment_sync"
+FLOW = """\
+# Stripe payment -> CRM contact -> accounting invoice.
+id: stripe_payment_sync
+name: Stripe payment -> CRM -> accounting
+trigger:
+  verify:
+    provider: stripe
+    secret: ${STRIPE_WEBHOOK_SECRET}
+  dedupe: $.id
+  index:
+    payment: $.data.object.id
+steps:
+  - id: succeeded_only
+    filter: event.type == "payment_intent.succeeded"
+  - id: payment
+    transform:
+      customer: $.data.object.customer
+      email: "{{ event.data.object.receipt_email | lower }}"
+      amount: "{{ event.data.object.amount / 100 }}"
+      currency: "{{ event.data.object.currency | upper }}"
+  - id: crm_contact
+    http:
+      method: POST
+      url: ${CRM_URL}/contacts
+      headers:
+        Authorization: Bearer ${CRM_TOKEN}
+      json:
+        email: "{{ steps.payment.email }}"
+        external_id: "{{ steps.payment.customer }}"
+      timeout: 10s
+  - id: invoice
+    when: steps.payment.amount > 0
+    http:
+      method: POST
+      url: ${ACCOUNTING_URL}/invoices
+      json:
+        contact_id: "{{ steps.crm_contact.response.json.id }}"
+        amount: "{{ steps.payment.amount }}"
+        currency: "{{ steps.payment.currency }}"
+      retry: {max_attempts: 1}
+"""
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+log = logging.getLogger("hookline.browser")
+
+
+def _accounting(request: Request) -> Response:
+    invoice = request.get_json()
+    if invoice.get("currency") == "JPY":
+        body = {"error": {"code": "currency_not_enabled", "message": "Currency JPY is not enabled for this ledger"}}
+        return Response(json.dumps(body), status=422, content_type="application/json")
+    body = {"id": f"inv_{uuid.uuid4().hex[:10]}", "status": "open", **invoice}
+    return Response(json.dumps(body), status=201, content_type="application/json")
+
+
+@dataclass
+class Live:
+    url: str
+    svc: Service
+    server: BaseWSGIServer
+    env: dict[str, str]
+
+    def payment(self, n: int, *, amount: int = 4200, currency: str = "eur", email: str | None = None,
+                event_type: str = "payment_intent.succeeded", event_id: str | None = None) -> dict[str, Any]:
+        return {
+            "id": event_id or f"evt_{uuid.uuid4().hex[:14]}",
+            "type": event_type,
+            "data": {"object": {"id": f"pi_3Pq{n:04d}", "customer": f"cus_Q{n:04d}", "amount": amount,
+                                "currency": currency, "receipt_email": email or f"Customer{n}@Example.com"}},
+        }
+
+    def send(self, event: dict[str, Any]) -> int:
+        """POST a Stripe-signed webhook; returns the run id."""
+        flow = self.svc.catalog.get(FLOW_ID)
+        assert isinstance(flow, Flow) and flow.trigger.verify is not None
+        body = json.dumps(event).encode()
+        headers = sign(flow.trigger.verify, body, env=self.env, now=time.time())
+        resp = httpx.post(f"{self.url}/hooks/{FLOW_ID}", content=body,
+                          headers={**headers, "Content-Type": "application/json", "User-Agent": "Stripe/1.0"})
+        assert resp.status_code in (200, 202), resp.text
+        return int(resp.json()["run_id"])
+
+    def wait_done(self, run_id: int, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.svc.store.get_run_record(run_id)
+            if run is not None and run.status.terminal:
+                return run.status.value
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+@contextmanager
+def live_hookline(tmp: Path, *, password: str | None = PASSWORD) -> Iterator[Live]:
+    flows = tmp / "flows"
+    flows.mkdir(parents=True, exist_ok=True)
+    (flows / f"{FLOW_ID}.yaml").write_text(FLOW)
+    accounting = HTTPServer()
+    accounting.expect_request("/ledger/invoices", method="POST").respond_with_handler(_accounting)
+    accounting.start()
+    settings = Settings(database_url=f"sqlite:///{tmp}/hookline.db", flows_dir=str(flows), secret_key="browser",
+                        admin_password=password or "")
+    store = RunStore(settings.database_url)
+    store.create_all()
+    env = {"STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "CRM_TOKEN": "crm_live_token_4242",
+           "ACCOUNTING_URL": accounting.url_for("/ledger").rstrip("/")}
+    holder: dict[str, Service] = {}
+
+    def execute(run_id: int) -> None:
+        try:
+            holder["svc"].execute_run(run_id)
+        except Exception:  # a crash here would be invisible in the browser; put it in the test log
+            log.exception("run %s crashed", run_id)
+
+    def enqueue(run_id: int, delay: float) -> None:
+        timer = threading.Timer(delay, execute, args=(run_id,))
+        timer.daemon = True
+        timer.start()
+
+    svc = Service(settings, store, FlowCatalog(flows), enqueue=enqueue, env=env)
+    holder["svc"] = svc
+    app = create_app(settings, service=svc)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    env["CRM_URL"] = f"{url}/sandbox/crm"
+    thread = threading.Thread(target=server.serve_forever, name="hookline-test-web", daemon=True)
+    thread.start()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        yield Live(url, svc, server, env)
+    finally:
+        server.shutdown()
+        thread.join(5)
+        accounting.clear()
+        accounting.stop()
+        svc.http.close()
+        store.dispose()
