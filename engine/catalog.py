@@ -77,6 +77,10 @@ class FlowCatalog:
                     by_path[p] = BrokenFlow(p.stem, str(p), exc.errors)
                     for err in exc.errors:
                         log.warning("invalid flow: %s", err)
+                except Exception as exc:  # noqa: BLE001 - one file must never take the other flows down (I11)
+                    log.exception("flow file %s crashed the loader", p)
+                    by_path[p] = BrokenFlow(p.stem, str(p), [FlowError(
+                        f"could not load: {type(exc).__name__}: {str(exc)[:200]}", file=str(p))])
             by_id: dict[str, Flow | BrokenFlow] = {}
             for p, item in by_path.items():
                 if item.id in by_id:

@@ -27,6 +27,8 @@ def parse_body(body: bytes, content_type: str) -> Any:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadBody(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadBody("body is not valid JSON: nested too deeply") from None
     if ctype == "application/x-www-form-urlencoded":
         try:
             text = body.decode("utf-8")
@@ -47,7 +49,7 @@ def parse_body(body: bytes, content_type: str) -> Any:
     if not ctype and stripped[:1] in ("{", "["):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text
     return text
 

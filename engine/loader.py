@@ -41,17 +41,29 @@ STEP_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 # --- YAML with line numbers --------------------------------------------------------------------
 
 
+MAX_NODES = 50_000  # YAML nodes one flow may expand to (aliases included): no "billion laughs"
+
+
 class _Doc:
     """A parsed YAML document: plain values plus the line of every key path."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str = "") -> None:
         self.file = file
+        self.text = text
         self.lines: dict[str, int] = {}
         self.errors: list[FlowError] = []
+        self.nodes = 0
         self._constructor = yaml.SafeLoader("")
 
+    def line_of(self, mark: yaml.Mark) -> int:
+        """Line numbers count newlines only (PyYAML also breaks lines at U+0085, U+2028 and U+2029)."""
+        return self.text.count("\n", 0, mark.index) + 1 if self.text else mark.line + 1
+
     def convert(self, node: yaml.Node, path: str) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(f"the document expands to more than {MAX_NODES} YAML nodes (aliases included)")
+        self.lines.setdefault(path, self.line_of(node.start_mark))
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -63,13 +75,13 @@ class _Doc:
                                 out.setdefault(k, v)
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.error("keys must be plain strings", key_node.start_mark.line + 1, path)
+                    self.error("keys must be plain strings", self.line_of(key_node.start_mark), path)
                     continue
                 key = str(key_node.value)
                 sub = f"{path}.{key}" if path else key
                 if key in out:
-                    self.error(f"duplicate key {key!r}", key_node.start_mark.line + 1, sub)
-                self.lines[sub] = key_node.start_mark.line + 1
+                    self.error(f"duplicate key {key!r}", self.line_of(key_node.start_mark), sub)
+                self.lines[sub] = self.line_of(key_node.start_mark)
                 out[key] = self.convert(value_node, sub)
             return out
         if isinstance(node, yaml.SequenceNode):
@@ -90,14 +102,38 @@ class _Doc:
         return Where(self.file, self.line(path), path)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+MAX_DEPTH = 200
+
+
+def _bracket_depth(text: str) -> int:
+    """Deepest nesting of flow collections ([ and {), counted cheaply: PyYAML takes seconds to give up
+    on thousands of levels, so absurd depths are refused before it starts."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, _Doc]:
     """Parse text; YAML syntax errors become one FlowError with the line PyYAML reports."""
-    doc = _Doc(file)
+    doc = _Doc(file, text)
+    if _bracket_depth(text) > MAX_DEPTH:
+        raise FlowInvalid(file, [FlowError("YAML nested too deeply", file=file)])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise FlowInvalid(file, [FlowError("YAML nested too deeply", file=file)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
+        line = doc.line_of(mark) if mark else None
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise FlowInvalid(file, [FlowError(f"YAML syntax error: {problem}", file=file, line=line)]) from None
     except yaml.YAMLError as exc:
@@ -106,6 +142,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Doc]:
         return None, doc
     try:
         value = doc.convert(node, "")
+    except (_TooLarge, RecursionError) as exc:
+        message = str(exc) if isinstance(exc, _TooLarge) else "YAML nested too deeply"
+        raise FlowInvalid(file, [FlowError(message, file=file, line=1)]) from None
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise FlowInvalid(file, [FlowError(f"YAML error: {str(exc).splitlines()[0]}", file=file)]) from None
     return value, doc

@@ -56,6 +56,7 @@ from engine.model import (
     StepResult,
     StepStatus,
 )
+from engine.templating import clean_text
 
 BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite only autoincrements INTEGER PRIMARY KEY
 
@@ -460,6 +461,8 @@ class RunStore:
 
     def _write_step(self, s: Session, run_id: int, result: StepResult) -> None:
         """Complete the attempt's `running` row if there is one, else insert the result."""
+        if result.error_message:
+            result.error_message = clean_text(result.error_message)
         values = {name: getattr(result, name) for name in (
             "finished_at", "input", "output", "request", "response", "error_type", "error_message", "retry_at",
             "idempotency_key")}
@@ -471,6 +474,7 @@ class RunStore:
 
     @staticmethod
     def _step_row(run_id: int, r: StepResult) -> StepRunRow:
+        r.error_message = clean_text(r.error_message) if r.error_message else r.error_message
         return StepRunRow(
             run_id=run_id, step_id=r.step_id, position=r.position, attempt=r.attempt, status=r.status.value,
             started_at=r.started_at, finished_at=r.finished_at, input=r.input, output=r.output, request=r.request,
@@ -484,14 +488,15 @@ class RunStore:
         with any step results not yet written, in one commit."""
         now = time.time() if now is None else now
         terminal = result.status in TERMINAL
+        error = clean_text(result.error) if result.error else None
         with self._tx() as s:
             s.add_all([self._step_row(run_id, r) for r in steps])
             res = s.execute(
                 update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner,
                                      RunRow.status == RunStatus.RUNNING.value).values(
                     status=result.status.value, updated_at=now, finished_at=now if terminal else None,
-                    error=result.error, next_attempt_at=None if terminal else result.next_attempt_at,
-                    reason=None if terminal else result.error, lease_owner=None, lease_expires_at=None,
+                    error=error, next_attempt_at=None if terminal else result.next_attempt_at,
+                    reason=None if terminal else error, lease_owner=None, lease_expires_at=None,
                     current_step=None if terminal else RunRow.current_step,
                 )
             )

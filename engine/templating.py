@@ -20,6 +20,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
@@ -62,10 +63,47 @@ class RenderContext:
         return value
 
 
-class _Env(ImmutableSandboxedEnvironment):
-    """Sandbox with dict keys before dict methods (``event.items`` is the key) and bounded repetition."""
+_RANGE_BUDGET: ContextVar[list[int]] = ContextVar("hookline_range_budget")
+MAX_RANGE_TOTAL = 200_000  # range() items one render may produce, nested loops included
+MAX_INT_BITS = 100_000
+_BIG_NUMBER = re.compile(r"\d{7,}|[1-9]\d{5}")  # a width/precision above 99,999 in a format spec
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _budget_range(*args: int) -> range:
+    """``range`` for templates: each call is bounded by the sandbox, and all calls of one render together."""
+    rng = safe_range(*args)
+    budget = _RANGE_BUDGET.get(None)
+    if budget is not None:
+        budget[0] -= len(rng)
+        if budget[0] < 0:
+            raise SecurityError(f"loops over more than {MAX_RANGE_TOTAL} range items in one template")
+    return rng
+
+
+def _check_width(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if any(isinstance(a, int) and not isinstance(a, bool) and a > MAX_REPEAT for a in (*args, *kwargs.values())):
+        raise SecurityError(f"{name} wider than {MAX_REPEAT} is not allowed")
+
+
+def _check_format(spec: str) -> None:
+    if _BIG_NUMBER.search(spec):
+        raise SecurityError(f"format widths above {MAX_REPEAT} are not allowed")
+
+
+def _check_replace(text: str, old: Any, new: Any, count: Any = -1) -> None:
+    if isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
+        hits = text.count(old) if old else len(text) + 1
+        if isinstance(count, int) and count >= 0:
+            hits = min(hits, count)
+        if len(text) + hits * (len(new) - len(old)) > MAX_OUTPUT:
+            raise SecurityError(f"replace producing more than {MAX_OUTPUT} characters is not allowed")
+
+
+class _Env(ImmutableSandboxedEnvironment):
+    """Sandbox with dict keys before dict methods (``event.items`` is the key) and bounded output:
+    repetition, padding, format widths, replace, big integers and range() are all capped."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and attribute in obj:
@@ -77,19 +115,54 @@ class _Env(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:
                     raise SecurityError(f"repetition producing more than {MAX_REPEAT} items is not allowed")
-        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
-            raise SecurityError("exponent larger than 1000 is not allowed")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and max(1, left.bit_length()) * right > MAX_INT_BITS:
+                raise SecurityError(f"integers larger than {MAX_INT_BITS} bits are not allowed")
+        if operator == "%" and isinstance(left, str):
+            _check_format(left)
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in (
+                "format", "format_map"):
+            _check_format(value.__self__)
+        return super().wrap_str_format(value)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         name = getattr(__obj, "__name__", "")
-        if isinstance(getattr(__obj, "__self__", None), str) and name in _PADDING:
-            if any(isinstance(a, int) and a > MAX_REPEAT for a in (*args, *kwargs.values())):
-                raise SecurityError(f"str.{name} wider than {MAX_REPEAT} is not allowed")
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            if name in _PADDING:
+                _check_width(f"str.{name}", args, kwargs)
+            elif name == "replace" and args:
+                _check_replace(owner, *args[:3])
         return super().call(__context, __obj, *args, **kwargs)
 
 
 _PADDING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
+_WIDE_FILTERS = ("center", "indent", "truncate", "wordwrap", "filesizeformat")
+
+
+def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _check_width(f"the {name} filter", args[1:], kwargs)
+        return fn(*args, **kwargs)
+
+    for attr in ("jinja_pass_arg",):  # keep Jinja's context/environment passing markers
+        if hasattr(fn, attr):
+            setattr(wrapper, attr, getattr(fn, attr))
+    return wrapper
+
+
+def _format_filter(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_format(str(value))
+    return str(value) % (kwargs or args)
+
+
+def _replace_filter(value: Any, old: str, new: str, count: int | None = None) -> str:
+    text = str(value)
+    _check_replace(text, old, new, -1 if count is None else count)
+    return text.replace(old, new, -1 if count is None else count)
 
 
 def _jsonpath_filter(value: Any, path: str) -> Any:
@@ -115,6 +188,11 @@ def _fromjson(value: str) -> Any:
 
 def _make_env() -> _Env:
     env = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.globals["range"] = _budget_range
+    for name in _WIDE_FILTERS:
+        env.filters[name] = _bounded_filter(name, env.filters[name])
+    env.filters["format"] = _format_filter
+    env.filters["replace"] = _replace_filter
     env.filters.update(
         jsonpath=_jsonpath_filter,
         jsonpath_all=_jsonpath_all,
@@ -216,6 +294,7 @@ class Jinja(Expr):
         variables = ctx.variables
         if self.env_refs:
             variables = {**variables, "_env": [ctx.env_value(r, self.where) for r in self.env_refs]}
+        budget = _RANGE_BUDGET.set([MAX_RANGE_TOTAL])
         try:
             result = self.fn(variables)
         except (EngineError, TemplateError):
@@ -228,6 +307,8 @@ class Jinja(Expr):
             raise _render_error(self.where, f"{exc.message or type(exc).__name__}") from None
         except Exception as exc:  # noqa: BLE001 - event data can make any operator fail (1/0, "a" + 1)
             raise _render_error(self.where, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            _RANGE_BUDGET.reset(budget)
         if isinstance(result, Undefined):
             raise _render_error(self.where, f"{result._undefined_message}")
         if isinstance(result, str) and len(result) > MAX_OUTPUT:
@@ -353,6 +434,11 @@ def _compile_jinja(source: str, where: Where, *, native: bool) -> Jinja:
         raise TemplateError(
             f"Jinja syntax error: {exc.message}", file=where.file, line=line, path=where.path
         ) from None
+    except (JinjaTemplateError, SyntaxError, RecursionError, MemoryError) as exc:
+        # Jinja folds constant sub-expressions while compiling, so `{{ 'a'.b and 1 }}` fails here
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        raise TemplateError(f"template does not compile: {message}", file=where.file, line=where.line,
+                            path=where.path) from None
     return Jinja(source=source, native=native, env_refs=refs, refs=_step_refs_of(ast), fn=fn, where=where)
 
 
@@ -429,16 +515,26 @@ class KeyExpr:
     def extract(self, body: Any, headers: Mapping[str, str]) -> str | None:
         if self.header is not None:
             value = headers.get(self.header.lower())
-            return value if value else None
+            return clean_text(value)[:500] if value else None
         try:
             found = jsonpath_value(self.compiled, body)
         except Exception:  # noqa: BLE001 - odd bodies simply have no key
             return None
         if found is None or found == "" or found == []:
             return None
-        if isinstance(found, str):
-            return found[:500]
-        return json.dumps(found, sort_keys=True, default=str)[:500]
+        text = found if isinstance(found, str) else json.dumps(found, sort_keys=True, default=str)
+        return clean_text(text)[:500]
+
+
+def clean_text(text: str) -> str:
+    """Text any database can store: no NUL, no lone surrogates (event data may hold both)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def compile_key(source: str) -> KeyExpr:

@@ -26,6 +26,7 @@ from engine.templating import EnvText, Expr, Jinja, Literal, Placeholder
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 RETRYABLE_STATUSES = frozenset({408, 429})
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 RETRY_FIELDS = (
     Field("max_attempts", "int", "Attempts in all, the first included.", default=3, example="6"),
@@ -105,7 +106,7 @@ def build(parsed: dict[str, Any]) -> HttpConfig:
     if len(bodies) > 1:
         raise ValueError(f"use only one of json, form and body (got {', '.join(bodies)})")
     url = parsed.get("url")
-    if isinstance(url, Literal):
+    if isinstance(url, Literal) and url.value is not None:  # None: its compile error is already reported
         parts = urlsplit(str(url.value))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be an absolute http(s) URL, got {url.value!r}")
@@ -152,7 +153,12 @@ def _static_prefix(expr: Expr, ctx: StepContext) -> str | None:
 
 def check_url(url: str, cfg: HttpConfig, ctx: StepContext) -> None:
     """Refuse non-http(s) URLs, link-local targets, and hosts taken from event data unless allowed."""
-    parts = urlsplit(url)
+    try:
+        httpx.URL(url)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise StepError(f"invalid URL {url[:200]!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise StepError(f"url must be an absolute http(s) URL, got {url[:200]!r}")
     host = parts.hostname.lower()
@@ -180,6 +186,11 @@ def _refuse_link_local(host: str) -> None:
             return  # unresolvable: the request itself will fail with a clear connection error
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     for address in addresses:
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            elif address in NAT64:
+                address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if any(address in net for net in LINK_LOCAL):
             raise StepError(f"host {host!r} is link-local ({address}); requests there are always refused")
 
@@ -266,6 +277,8 @@ def execute(ctx: StepContext) -> Outcome:
             err = HttpStepError(f"timed out after {timeout:g}s ({type(exc).__name__})", retryable=True, timeout=True)
             err.request = request_record
             raise err from None
+        except httpx.InvalidURL as exc:
+            raise StepError(f"invalid URL {url[:200]!r}: {exc}") from None
         except httpx.HTTPError as exc:
             err = HttpStepError(f"connection failed: {exc or type(exc).__name__}", retryable=True)
             err.request = request_record
