@@ -321,6 +321,19 @@ def _run_consumer(settings: Settings, workers: int, extra: Any = None) -> None:
         reaper.stopped.set()
 
 
+def _quiet_query_handler() -> Any:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        """Request log lines without the query string, which may carry a verification token (I9)."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = self.path.split("?", 1)[0]
+            self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
+
+    return Handler
+
+
 @main.command()
 @click.option("--flows", "flows_dir", default=None, help="Flows directory (HOOKLINE_FLOWS_DIR).")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -345,7 +358,7 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None) -> N
     from web import create_app
 
     app = create_app(settings, service=tasks.service())
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=_quiet_query_handler())
     threading.Thread(target=server.serve_forever, name="hookline-web", daemon=True).start()
     click.echo(f"Hookline serving {settings.flows_dir} on http://{host}:{port} (database {_safe_url(settings.database_url)})")
     _run_consumer(settings, workers or settings.worker_threads)
@@ -369,7 +382,9 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
     args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--config", "python:web.gunicorn_conf",
             "--threads", str(threads), "--worker-class", "gthread" if threads > 1 else "sync",
-            "--access-logfile", "-", "--graceful-timeout", "10", "web.wsgi:app"]
+            # %(U)s: the path without its query string, which may carry a verification token
+            "--access-logfile", "-", "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss',
+            "--graceful-timeout", "10", "web.wsgi:app"]
     os.execv(sys.executable, args)
 
 

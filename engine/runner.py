@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -54,11 +55,27 @@ def idempotency_key(flow_id: str, run_id: int | str | None, step_id: str) -> str
 
 
 def redact(value: Any, secrets: Mapping[str, str]) -> Any:
-    """Replace every secret value with ``${NAME}`` inside strings, lists and mappings (I9)."""
-    pairs = [(v, f"${{{k}}}") for k, v in secrets.items() if v]
+    """Replace every secret value with ``${NAME}`` inside strings, lists and mappings (I9).
+
+    Secrets also reach records encoded: percent-encoded in URLs and form bodies, escaped in JSON
+    bodies. Each of those forms is replaced too.
+    """
+    pairs: dict[str, str] = {}
+    for name, secret in secrets.items():
+        if not secret:
+            continue
+        for form in _encoded_forms(secret):
+            pairs.setdefault(form, f"${{{name}}}")
     if not pairs:
         return value
-    return _redact(value, sorted(pairs, key=lambda p: -len(p[0])))
+    return _redact(value, sorted(pairs.items(), key=lambda p: -len(p[0])))
+
+
+def _encoded_forms(secret: str) -> set[str]:
+    forms = {secret, quote(secret, safe=""), quote(secret, safe="/"), quote_plus(secret), quote_plus(secret, safe="/"),
+             str(httpx.QueryParams({"k": secret}))[2:], json.dumps(secret)[1:-1],
+             json.dumps(secret, ensure_ascii=False)[1:-1]}
+    return {f for f in forms if f}
 
 
 def _redact(value: Any, pairs: list[tuple[str, str]]) -> Any:

@@ -337,7 +337,8 @@ class Service:
                     grace = max(grace * 30, 300.0)  # a busy queue is not a lost queue
             except Exception:  # noqa: BLE001 - queue down: treat as empty, enqueue will fail and be retried
                 pass
-        ids = self.store.due_runs(now, grace)
+        requeue_after = max(self.settings.queued_grace_s, 2 * self.settings.reaper_interval_s)
+        ids = self.store.due_runs(now, grace, requeue_after)
         for run_id in ids:
             self._enqueue(run_id, 0.0)
         if ids:

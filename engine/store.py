@@ -112,6 +112,7 @@ class RunRow(Base):
     replay_kind: Mapped[str | None] = mapped_column(String(16))
     current_step: Mapped[str | None] = mapped_column(String(100))
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    requeued_at: Mapped[float | None] = mapped_column(Float)  # when a reaper last re-enqueued it
 
     __table_args__ = (
         UniqueConstraint("flow_id", "dedupe_key", name="uq_runs_flow_dedupe"),
@@ -510,20 +511,30 @@ class RunStore:
                 status=RunStatus.WAITING.value, lease_owner=None, lease_expires_at=None, reason=reason,
                 next_attempt_at=time.time() + 1, updated_at=time.time()))
 
-    def due_runs(self, now: float, queued_grace: float, limit: int = 500) -> list[int]:
-        """Runs a worker should pick up: lease expired, retry due, or queued too long (never enqueued)."""
-        with self._tx(write=False) as s:
-            rows = s.execute(
-                select(RunRow.id).where(or_(
-                    and_(RunRow.status == RunStatus.RUNNING.value, RunRow.lease_expires_at < now),
-                    and_(RunRow.status == RunStatus.WAITING.value, RunRow.next_attempt_at.is_not(None),
-                         RunRow.next_attempt_at <= now - 1.0),
-                    and_(RunRow.status == RunStatus.QUEUED.value, RunRow.created_at <= now - queued_grace),
-                    and_(RunRow.status == RunStatus.WAITING.value, RunRow.next_attempt_at.is_(None),
-                         RunRow.updated_at <= now - queued_grace),
-                )).order_by(RunRow.id).limit(limit)
-            ).scalars().all()
-            return list(rows)
+    def due_runs(self, now: float, queued_grace: float, requeue_after: float, limit: int = 500) -> list[int]:
+        """Runs a worker should pick up (lease expired, retry overdue, queued too long), each handed out
+        once per ``requeue_after`` seconds across all reapers of all processes.
+
+        The hand-out is recorded in the same conditional UPDATE that selects, so two reapers racing
+        never both re-enqueue a run, and the queue is not flooded with copies while it is taken over.
+        """
+        due = or_(
+            and_(RunRow.status == RunStatus.RUNNING.value, RunRow.lease_expires_at < now),
+            and_(RunRow.status == RunStatus.WAITING.value, RunRow.next_attempt_at.is_not(None),
+                 RunRow.next_attempt_at <= now - 1.0),
+            and_(RunRow.status == RunStatus.QUEUED.value, RunRow.created_at <= now - queued_grace),
+            and_(RunRow.status == RunStatus.WAITING.value, RunRow.next_attempt_at.is_(None),
+                 RunRow.updated_at <= now - queued_grace),
+        )
+        fresh = or_(RunRow.requeued_at.is_(None), RunRow.requeued_at <= now - requeue_after)
+        with self._tx(write=False) as s:  # the common case, nothing due, takes no write lock
+            ids = list(s.execute(select(RunRow.id).where(due, fresh).order_by(RunRow.id).limit(limit)).scalars())
+        if not ids:
+            return []
+        with self._tx() as s:
+            taken = s.execute(update(RunRow).where(RunRow.id.in_(ids), due, fresh).values(requeued_at=now)
+                              .returning(RunRow.id)).scalars().all()
+            return sorted(taken)
 
     def next_in_order(self, flow_id: str, order_key: str) -> int | None:
         """The oldest unfinished run of an order key, to start once its predecessor ended."""

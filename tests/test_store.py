@@ -98,9 +98,11 @@ def test_due_runs(store: RunStore) -> None:
                          body=b"{}", content_type="", dedupe_key="b", now=100.0).run_id
     leased = accept(store, key="c")
     store.claim(leased, "w", lease_s=10, now=200.0)
-    due = store.due_runs(now=1000.0, queued_grace=10)
+    due = store.due_runs(now=1000.0, queued_grace=10, requeue_after=5)
     assert stale in due and leased in due
-    assert fresh not in store.due_runs(now=__import__("time").time(), queued_grace=10)
+    assert store.due_runs(now=1001.0, queued_grace=10, requeue_after=5) == []  # handed out once per window
+    assert set(store.due_runs(now=1006.0, queued_grace=10, requeue_after=5)) == {stale, leased}
+    assert fresh not in store.due_runs(now=__import__("time").time(), queued_grace=10, requeue_after=5)
 
 
 def test_order_key_blocks_later_runs(store: RunStore) -> None:
