@@ -11,6 +11,7 @@ dataclasses, never ORM rows. Connection failures become StoreUnavailable.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -124,6 +126,7 @@ class RunRow(Base):
         Index("ix_runs_created_at", "created_at"),
         Index("ix_runs_order", "flow_id", "order_key", "id"),
         Index("ix_runs_parent", "parent_run_id"),
+        Index("ix_runs_dedupe_key", "dedupe_key"),
     )
 
 
@@ -673,8 +676,9 @@ class RunStore:
     ) -> RunPage:
         """Newest first, keyset-paginated on id (no OFFSET, no COUNT).
 
-        ``q`` matches a dedupe key exactly, ``name:value`` an indexed field, a number a run id, and
-        otherwise text inside the raw event body. ``after`` returns runs newer than that id (live refresh).
+        ``q`` matches a dedupe key exactly, ``name:value`` an indexed field, a number a run id (all index
+        lookups); only when none of those matches anything is it searched as text inside the raw event
+        bodies, which scans. ``after`` returns runs newer than that id (live refresh).
         """
         limit = max(1, min(limit, 500))
         stmt = select(RunRow)
@@ -687,34 +691,49 @@ class RunStore:
             stmt = stmt.where(RunRow.created_at >= since)
         if until is not None:
             stmt = stmt.where(RunRow.created_at < until)
-        if q:
-            stmt = stmt.where(self._search(q))
-        if cursor is not None:
-            stmt = stmt.where(RunRow.id < cursor)
-        if after is not None:
-            stmt = stmt.where(RunRow.id > after)
-        stmt = stmt.order_by(RunRow.id.desc()).limit(limit + 1)
         with self._tx(write=False) as s:
-            rows = s.execute(stmt).scalars().all()
+            if q:
+                exact = self._exact(q)
+                if re.match(r"^[A-Za-z_][\w-]*:\S", q.strip()):  # a search field, order_id:123: index only
+                    name, value = (part.strip() for part in q.split(":", 1))
+                    # ids first, then runs by primary key: a planner scanning runs newest-first while
+                    # probing the subquery would read the whole table when nothing matches
+                    ids = s.execute(select(RunIndexRow.run_id).where(RunIndexRow.name == name,
+                                                                     RunIndexRow.value == value)
+                                    .order_by(RunIndexRow.run_id.desc()).limit(10_000)).scalars().all()
+                    stmt = stmt.where(RunRow.id.in_(list(ids)))
+                elif s.execute(stmt.with_only_columns(RunRow.id).where(exact).limit(1)).first():
+                    stmt = stmt.where(exact)
+                else:
+                    stmt = stmt.where(self._body_contains(q))
+            if cursor is not None:
+                stmt = stmt.where(RunRow.id < cursor)
+            if after is not None:
+                stmt = stmt.where(RunRow.id > after)
+            rows = s.execute(stmt.order_by(RunRow.id.desc()).limit(limit + 1)).scalars().all()
         runs = [_run_record(r) for r in rows[:limit]]
         return RunPage(runs, runs[-1].id if len(rows) > limit else None)
 
-    def _search(self, q: str) -> Any:
+    @staticmethod
+    def _exact(q: str) -> Any:
+        """Index lookups: dedupe key, run id, ``name:value`` search field."""
         q = q.strip()
         conditions = [RunRow.dedupe_key == q]
-        if q.isdigit():
+        if q.isdigit() and len(q) < 19:
             conditions.append(RunRow.id == int(q))
         if ":" in q:
             name, value = q.split(":", 1)
-            conditions.append(exists().where(RunIndexRow.run_id == RunRow.id, RunIndexRow.name == name.strip(),
-                                             RunIndexRow.value == value.strip()))
-        needle = q.encode()
+            conditions.append(RunRow.id.in_(select(RunIndexRow.run_id).where(
+                RunIndexRow.name == name.strip(), RunIndexRow.value == value.strip())))
+        return or_(*conditions)
+
+    def _body_contains(self, q: str) -> Any:
+        needle = q.strip().encode()
         if self.dialect == "postgresql":  # position(bytea IN bytea): works on non-UTF-8 bodies too
             body_match = func.position(literal(needle, LargeBinary).op("IN")(EventRow.body)) > 0
         else:
             body_match = func.instr(EventRow.body, needle) > 0
-        conditions.append(exists().where(EventRow.id == RunRow.event_id, body_match))
-        return or_(*conditions)
+        return exists().where(EventRow.id == RunRow.event_id, body_match)
 
     def ids_matching(self, *, flow: str | None, status: str | None, since: float | None, until: float | None,
                      q: str | None = None, limit: int = 10_000) -> list[int]:
@@ -759,11 +778,12 @@ class RunStore:
         """Run counts per time bucket since ``since`` (for the flows page's chart)."""
         buckets = max(1, int((time.time() - since) // bucket_s) + 1)
         counts = [0] * buckets
+        bucket = func.floor((RunRow.created_at - since) / bucket_s).label("bucket")
         with self._tx(write=False) as s:
             rows = s.execute(
-                select(func.floor((RunRow.created_at - since) / bucket_s), func.count())
+                select(bucket, func.count())
                 .where(RunRow.flow_id == flow_id, RunRow.created_at >= since)
-                .group_by(func.floor((RunRow.created_at - since) / bucket_s))
+                .group_by(literal_column("bucket"))  # by name: PostgreSQL sees two binds as two expressions
             ).all()
         for b, c in rows:
             if b is not None and 0 <= int(b) < buckets:
