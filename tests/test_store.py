@@ -143,3 +143,16 @@ def test_linked_runs_keep_succeeded_steps_before_the_failed_one(store: RunStore)
     assert detail is not None and detail.run.parent_run_id == run_id and detail.run.replay_kind == "retry"
     assert [s.step_id for s in detail.steps] == ["a"]
     assert [c.id for c in store.get_run(run_id).children] == [child]  # type: ignore[union-attr]
+
+
+def test_flow_stats_and_volume(store: RunStore) -> None:
+    import time
+
+    ids = [accept(store, key=f"v{i}") for i in range(3)]
+    store.claim(ids[0], "w", lease_s=30)
+    store.finish(ids[0], "w", RunResult(RunStatus.FAILED, error="boom"))
+    now = time.time()
+    stats = store.flow_stats(since=now - 3600)
+    assert stats["f"]["counts"] == {"queued": 2, "failed": 1}
+    assert stats["f"]["last_failure"].id == ids[0]
+    assert sum(store.volume("f", since=now - 3600, bucket_s=600)) == 3
