@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--sections ingest,e2e,...]``: run the benchmarks, print a table, write JSON.
 
 Every knob has a flag and a ``HOOKLINE_BENCH_<NAME>`` environment variable (flag wins). Results go
-to ``bench/results/<date>.json`` (``<date>-quick.json`` with --quick), process logs and profiles to
+to ``bench/results/<date>.json`` (``<date>-quick.json`` with --quick, ``<date>-<sections>.json`` for a
+subset), process logs and profiles to
 a temp dir printed at the start. Each section stops by itself; the whole default run is sized for
 about 25 minutes on a 2-core machine (less once the 1M-run stores are filled and cached).
 """
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
-    out = out_dir / (time.strftime("%Y-%m-%d") + ("-quick" if cfg.quick else "") + ".json")
+    label = "" if set(cfg.sections) == set(SECTIONS) else "-" + "+".join(cfg.sections)  # a partial run keeps the full one
+    out = out_dir / (time.strftime("%Y-%m-%d") + ("-quick" if cfg.quick else "") + label + ".json")
     partial = out.with_name(out.name + ".tmp")  # ignored by git (.gitignore: bench/results/*.tmp)
 
     for name in cfg.sections:

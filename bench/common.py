@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,6 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     if not vals:
         return {"median": None, "min": None, "max": None, "runs": list(values)}
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "runs": list(values)}
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or not b:
-        return None
-    return a / b
 
 
 # --------------------------------------------------------------------------- events
@@ -456,22 +450,3 @@ def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.25, 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
-
-
-def fmt(v: Any, unit: str = "", digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}{unit}"
-    return f"{v}{unit}"
-
-
-def chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
-    buf: list[Any] = []
-    for item in items:
-        buf.append(item)
-        if len(buf) >= n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
