@@ -88,8 +88,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1)
-def validate(paths: tuple[str, ...]) -> None:
-    """Check flow files (default: the flows directory); print every problem as file:line: path: message."""
+@click.option("--strict", is_flag=True, help="Also fail on ${VAR}s that are unset here (a deploy-time check).")
+def validate(paths: tuple[str, ...], strict: bool) -> None:
+    """Check flow files (default: the flows directory); print every problem as file:line: path: message.
+
+    Unset ``${VAR}``s are warnings: the file is fine, this environment lacks a secret. ``--strict``
+    makes them problems, for the machine that will serve the flows.
+    """
     settings = _settings()
     files: list[Path] = []
     for p in paths or (settings.flows_dir,):
@@ -108,10 +113,12 @@ def validate(paths: tuple[str, ...]) -> None:
             problems += len(exc.errors)
             continue
         missing = missing_env_vars(flow, env)
+        label = "" if strict else "warning: "
         for name in missing:
-            click.echo(f"{f}: flow {flow.id}: environment variable {name} is not set and has no default")
-        problems += len(missing)
-        if not missing:
+            click.echo(f"{label}{f}: flow {flow.id}: environment variable {name} is not set and has no default")
+        if strict:
+            problems += len(missing)
+        if not missing or not strict:
             click.echo(f"{f}: ok ({flow.id}, {len(flow.steps)} steps)")
     if problems:
         click.echo(f"{problems} problem(s) in {len(files)} file(s)", err=True)
