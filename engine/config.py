@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -58,9 +58,6 @@ class Settings:
             values[f.name] = _coerce(f.name, f.default, raw)
         values.update(overrides)
         return cls(**values)
-
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
     @property
     def queue_path(self) -> str:

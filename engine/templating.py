@@ -239,8 +239,6 @@ class Expr:
         """Ids of steps this value reads through ``steps.<id>``."""
         return iter(())
 
-    def static(self) -> bool:
-        return False
 
 
 @dataclass(frozen=True)
@@ -251,8 +249,6 @@ class Literal(Expr):
     def render(self, ctx: RenderContext) -> Any:
         return self.value
 
-    def static(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)
@@ -331,8 +327,6 @@ class Mapping_(Expr):
         for _, v in self.items:
             yield from v.step_refs()
 
-    def static(self) -> bool:
-        return all(v.static() for _, v in self.items)
 
 
 @dataclass(frozen=True)
@@ -347,8 +341,6 @@ class List_(Expr):
         for v in self.items:
             yield from v.step_refs()
 
-    def static(self) -> bool:
-        return all(v.static() for v in self.items)
 
 
 def _render_error(where: Where, message: str) -> TemplateError:
@@ -576,15 +568,6 @@ class Placeholder:
         return iter(())
 
 
-def missing_env(expr: Expr, env: Mapping[str, str]) -> list[str]:
-    """Names of ``${VAR}`` references in expr that have no value and no default."""
-    out: list[str] = []
-    for ref in _env_refs(expr):
-        if not env.get(ref.name) and ref.default is None:
-            out.append(ref.name)
-    return out
-
-
 def _env_refs(expr: Expr) -> Iterator[envrefs.EnvRef]:
     if isinstance(expr, EnvText):
         yield from (p for p in expr.parts if isinstance(p, envrefs.EnvRef))
@@ -613,5 +596,4 @@ __all__ = [
     "compile_value",
     "compile_string",
     "env_refs",
-    "missing_env",
 ]
