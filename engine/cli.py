@@ -313,7 +313,10 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _run_consumer(settings: Settings, workers: int, extra: Any = None) -> None:
+def _run_consumer(settings: Settings, workers: int) -> None:
+    from engine.config import skip_unused_drivers
+
+    skip_unused_drivers(settings)
     from engine import tasks
     from engine.service import Reaper
 
@@ -357,6 +360,9 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None) -> N
     from engine.migrate import upgrade
 
     upgrade(settings.database_url)
+    from engine.config import skip_unused_drivers
+
+    skip_unused_drivers(settings)
     import threading
 
     from werkzeug.serving import make_server

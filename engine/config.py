@@ -7,6 +7,7 @@ else reads ``os.environ`` except :func:`environ`, which hands flows their ``${VA
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -81,6 +82,19 @@ def _coerce(name: str, default: Any, raw: str) -> Any:
     except ValueError as exc:
         raise ValueError(f"HOOKLINE_{name.upper()}: cannot read {raw!r} ({exc})") from None
     return raw
+
+
+def skip_unused_drivers(settings: Settings) -> None:
+    """Keep redis-py and psycopg out of a process whose settings use neither (~15 MB per process).
+
+    huey.storage imports both whenever they are installed. Only for server entry points (gunicorn
+    workers, `hookline worker`/`serve`), before huey is imported; never in a process that may later
+    open another database (tests, the CLI's other commands).
+    """
+    unused = {"redis": not settings.redis_url, "psycopg": settings.database_url.startswith("sqlite")}
+    for module, skip in unused.items():
+        if skip and module not in sys.modules:
+            sys.modules[module] = None  # type: ignore[assignment]  # `import` now raises ImportError
 
 
 def environ() -> Mapping[str, str]:

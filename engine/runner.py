@@ -46,7 +46,7 @@ class Recorder(Protocol):
         """Called before a step with side effects runs, so a crash mid-step is visible."""
 
     def step_finished(self, result: StepResult) -> None:
-        """Called with every attempt's result; must be durable before it returns."""
+        """Called with every attempt's result; it must be durable before the next step starts (I7)."""
 
 
 def idempotency_key(flow_id: str, run_id: int | str | None, step_id: str) -> str:

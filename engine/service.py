@@ -63,8 +63,10 @@ class _StoreRecorder:
 
     Results of steps without side effects (filter, transform) are pure and cheap to recompute, so they
     are committed together with the next write: the start of the next step with side effects, or the
-    run's outcome. A step with side effects commits its start before it runs and its result as soon as
-    it has one (I7), so a crash can repeat at most the one call that was in flight.
+    run's outcome. A step with side effects commits its start before it runs and its result before the
+    next step starts (I7): at once, or, when no step follows (the last step, or a failure), together
+    with the run's outcome (one transaction fewer per run). A crash can repeat at most the
+    one call whose result was not committed, with the same Idempotency-Key (I6).
     """
 
     store: RunStore
@@ -72,14 +74,19 @@ class _StoreRecorder:
     owner: str
     lease_s: float
     default_timeout: float
+    last_index: int
     pending: list[StepResult] = field(default_factory=list)
     started: set[tuple[str, int]] = field(default_factory=set)
+    completed: StepResult | None = None
 
     def _until(self, step: Step | None = None) -> float:
         timeout = getattr(getattr(step, "config", None), "timeout", None) or self.default_timeout
         return time.time() + self.lease_s + timeout
 
     def step_started(self, step: Step, attempt: int, started_at: float, idempotency_key: str) -> None:
+        if self.completed is not None:  # a step followed after all: its predecessor's result goes first (I7)
+            self.store.step_finished(self.run_id, self.owner, self.completed, self._until())
+            self.completed = None
         self.store.step_started(
             self.run_id, self.owner,
             StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
@@ -90,14 +97,16 @@ class _StoreRecorder:
         self.started.add((step.id, attempt))
 
     def step_finished(self, result: StepResult) -> None:
-        if (result.step_id, result.attempt) in self.started:
-            self.store.step_finished(self.run_id, self.owner, result, self._until())
-        else:
+        if (result.step_id, result.attempt) not in self.started:
             self.pending.append(result)
+        elif result.position == self.last_index or result.status is not StepStatus.SUCCEEDED:
+            self.completed = result  # the run ends here: committed with its outcome
+        else:
+            self.store.step_finished(self.run_id, self.owner, result, self._until())
 
     def finish(self, result: RunResult) -> None:
-        self.store.finish(self.run_id, self.owner, result, steps=self.pending)
-        self.pending = []
+        self.store.finish(self.run_id, self.owner, result, steps=self.pending, completed=self.completed)
+        self.pending, self.completed = [], None
 
 
 class _StoreGate:
@@ -280,7 +289,8 @@ class Service:
         attempts: dict[str, int] = {}
         for r in claim.steps:
             attempts[r.step_id] = max(attempts.get(r.step_id, 0), r.attempt)
-        recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s, self.settings.http_timeout_s)
+        recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s, self.settings.http_timeout_s,
+                                  last_index=len(flow.steps) - 1)
         info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
         try:
             result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,

@@ -31,18 +31,21 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
     exists,
     func,
+    insert,
     literal,
     literal_column,
     or_,
     select,
+    true,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -124,6 +127,7 @@ class RunRow(Base):
         Index("ix_runs_status_id", "status", "id"),
         Index("ix_runs_flow_status_id", "flow_id", "status", "id"),
         Index("ix_runs_created_at", "created_at"),
+        Index("ix_runs_flow_created", "flow_id", "created_at"),
         Index("ix_runs_order", "flow_id", "order_key", "id"),
         Index("ix_runs_parent", "parent_run_id"),
         Index("ix_runs_dedupe_key", "dedupe_key"),
@@ -202,6 +206,71 @@ class DestinationSlotRow(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+# --- the hot path's statements, built once --------------------------------------------------------
+# A worker runs these several times per run and ingress once per event. Built per call as ORM
+# statements they cost ~4x the database work (statement construction, cache keys, unit of work);
+# built once, SQLAlchemy's compiled cache serves them. SET clauses come from the parameter names.
+
+_runs = Base.metadata.tables["runs"]
+_steps = Base.metadata.tables["step_runs"]
+_events = Base.metadata.tables["events"]
+_versions = Base.metadata.tables["flow_versions"]
+_index = Base.metadata.tables["run_index"]
+
+_INSERT_EVENT = insert(_events)
+_INSERT_RUN = insert(_runs)
+_INSERT_INDEX = insert(_index)
+_INSERT_STEPS = insert(_steps)
+_CLAIM = update(_runs).where(
+    _runs.c.id == bindparam("b_id"),
+    or_(
+        _runs.c.status == RunStatus.QUEUED.value,
+        and_(_runs.c.status == RunStatus.WAITING.value,
+             or_(_runs.c.next_attempt_at.is_(None), _runs.c.next_attempt_at <= bindparam("b_soon"))),
+        and_(_runs.c.status == RunStatus.RUNNING.value, _runs.c.lease_expires_at < bindparam("b_now")),
+    ),
+).values(
+    status=RunStatus.RUNNING.value, lease_owner=bindparam("b_owner"), lease_expires_at=bindparam("b_until"),
+    started_at=func.coalesce(_runs.c.started_at, bindparam("b_now")), updated_at=bindparam("b_now"), reason=None,
+).returning(*_runs.c)
+_BLOCKER = select(_runs.c.id).where(
+    _runs.c.flow_id == bindparam("b_flow"), _runs.c.order_key == bindparam("b_key"), _runs.c.id < bindparam("b_id"),
+    _runs.c.status.not_in([t.value for t in TERMINAL]),
+).order_by(_runs.c.id).limit(1)
+_DUPLICATE_OF = update(_runs).where(
+    _runs.c.flow_id == bindparam("b_flow"), _runs.c.dedupe_key == bindparam("b_key"),
+).values(deliveries=_runs.c.deliveries + 1).returning(_runs.c.id)
+_RUN_BY_ID = update(_runs).where(_runs.c.id == bindparam("b_id"))
+_LEASED = update(_runs).where(_runs.c.id == bindparam("b_id"), _runs.c.lease_owner == bindparam("b_owner"),
+                              _runs.c.status == RunStatus.RUNNING.value)
+_STEPS_OF = select(_steps).where(_steps.c.run_id == bindparam("b_run")).order_by(_steps.c.id)
+_INTERRUPT = update(_steps).where(_steps.c.run_id == bindparam("b_run"), _steps.c.status == StepStatus.RUNNING.value)
+_ATTEMPT = update(_steps).where(_steps.c.run_id == bindparam("b_run"), _steps.c.step_id == bindparam("b_step"),
+                                _steps.c.attempt == bindparam("b_attempt"))
+_EVENT_AND_SOURCE = select(_events, _versions.c.source, _versions.c.path).select_from(
+    _events.join(_versions, true())  # two primary-key lookups in one round trip
+).where(
+    _events.c.id == bindparam("b_event"), _versions.c.version == bindparam("b_version"))
+_FINISHED_FIELDS = ("status", "finished_at", "input", "output", "request", "response", "error_type", "error_message",
+                    "retry_at", "idempotency_key")
+_INTERRUPTED = ("the worker stopped during this attempt; it is retried with the same Idempotency-Key")
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _step_values(run_id: int, r: StepResult) -> dict[str, Any]:
+    """Column values of a step result (its error message made printable, as every stored text)."""
+    r.error_message = clean_text(r.error_message) if r.error_message else r.error_message
+    return {"run_id": run_id, "step_id": r.step_id, "position": r.position, "attempt": r.attempt,
+            "status": r.status.value, "started_at": r.started_at, "finished_at": r.finished_at, "input": r.input,
+            "output": r.output, "request": r.request, "response": r.response, "error_type": r.error_type,
+            "error_message": r.error_message, "retry_at": r.retry_at, "idempotency_key": r.idempotency_key}
+
+
 class LeaseLost(EngineError):
     """Another worker took this run over (our lease expired); stop without writing more."""
 
@@ -258,7 +327,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-def _run_record(row: RunRow) -> RunRecord:
+def _run_record(row: Any) -> RunRecord:
     return RunRecord(
         id=row.id, flow_id=row.flow_id, flow_version=row.flow_version, event_id=row.event_id,
         status=RunStatus(row.status), created_at=row.created_at, updated_at=row.updated_at,
@@ -269,13 +338,13 @@ def _run_record(row: RunRow) -> RunRecord:
     )
 
 
-def _event_record(row: EventRow) -> EventRecord:
+def _event_record(row: Any) -> EventRecord:
     return EventRecord(id=row.id, flow_id=row.flow_id, received_at=row.received_at, method=row.method,
                        query=row.query, headers=[(k, v) for k, v in row.headers], body=bytes(row.body),
                        content_type=row.content_type)
 
 
-def _step_result(row: StepRunRow) -> StepResult:
+def _step_result(row: Any) -> StepResult:
     return StepResult(
         step_id=row.step_id, status=StepStatus(row.status), attempt=row.attempt, position=row.position,
         input=row.input, output=row.output, request=row.request, response=row.response,
@@ -289,24 +358,38 @@ class RunStore:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
+        self._writer = self.engine.execution_options(hl_write=True)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(self.engine.execution_options(hl_write=True), expire_on_commit=False)
+        self._write = sessionmaker(self._writer, expire_on_commit=False)
         self._known_versions: set[str] = set()
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    @staticmethod
     @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[Session]:
-        maker = self._write if write else self._read
+    def _unavailable() -> Iterator[None]:
+        """A lost or refused connection becomes StoreUnavailable (callers answer 503 or retry later)."""
         try:
-            with maker() as session, session.begin():
-                yield session
+            yield
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, IntegrityError):
                 raise
             if exc.connection_invalidated or isinstance(exc, OperationalError):
                 raise StoreUnavailable(f"database unavailable: {str(exc.orig).splitlines()[0][:200]}") from exc
             raise
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Session]:
+        """An ORM session in one transaction: pages, replay, retention, destinations."""
+        maker = self._write if write else self._read
+        with self._unavailable(), maker() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        """A Core write transaction for the hot path (ingest and execution): prebuilt statements only."""
+        with self._unavailable(), self._writer.begin() as conn:
+            yield conn
 
     def create_all(self) -> None:
         """Create tables directly (tests); deployments use `hookline db upgrade` (Alembic)."""
@@ -369,26 +452,24 @@ class RunStore:
         if version not in self._known_versions:
             self.save_flow_version(flow_id, version, source, path)
         try:
-            with self._tx() as s:
-                ev = EventRow(flow_id=flow_id, received_at=now, method=method, query=query,
-                              headers=[list(h) for h in headers], body=body, content_type=content_type)
-                s.add(ev)
-                s.flush()
-                run = RunRow(flow_id=flow_id, flow_version=version, event_id=ev.id, status=RunStatus.QUEUED.value,
-                             dedupe_key=dedupe_key, order_key=order_key, created_at=now, updated_at=now)
-                s.add(run)
-                s.flush()
-                for name, value in (index or {}).items():
-                    s.add(RunIndexRow(run_id=run.id, name=name, value=value))
-                return Accepted(run.id, False)
+            with self._conn() as c:
+                event_id = _inserted_id(c.execute(_INSERT_EVENT, {
+                    "flow_id": flow_id, "received_at": now, "method": method, "query": query,
+                    "headers": [list(h) for h in headers], "body": body, "content_type": content_type,
+                }))
+                run_id = _inserted_id(c.execute(_INSERT_RUN, {
+                    "flow_id": flow_id, "flow_version": version, "event_id": event_id,
+                    "status": RunStatus.QUEUED.value, "dedupe_key": dedupe_key, "order_key": order_key,
+                    "created_at": now, "updated_at": now, "deliveries": 1,
+                }))
+                if index:
+                    c.execute(_INSERT_INDEX, [{"run_id": run_id, "name": n, "value": v} for n, v in index.items()])
+                return Accepted(run_id, False)
         except IntegrityError:
             if dedupe_key is None:
                 raise
-        with self._tx() as s:
-            first = s.execute(
-                select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.dedupe_key == dedupe_key)
-            ).scalar_one()
-            s.execute(update(RunRow).where(RunRow.id == first).values(deliveries=RunRow.deliveries + 1))
+        with self._conn() as c:
+            first = c.execute(_DUPLICATE_OF, {"b_flow": flow_id, "b_key": dedupe_key}).scalar_one()
             return Accepted(first, True)
 
     # --- execution (I4, I5, I7, I8) ----------------------------------------------------------
@@ -396,115 +477,76 @@ class RunStore:
     def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None) -> Claim | None:
         """Take the run if it is runnable and not leased; None when someone else has it or it is done."""
         now = time.time() if now is None else now
-        with self._tx() as s:
-            runnable = or_(
-                RunRow.status == RunStatus.QUEUED.value,
-                and_(RunRow.status == RunStatus.WAITING.value,
-                     or_(RunRow.next_attempt_at.is_(None), RunRow.next_attempt_at <= now + 0.5)),
-                and_(RunRow.status == RunStatus.RUNNING.value, RunRow.lease_expires_at < now),
-            )
-            res = s.execute(
-                update(RunRow).where(RunRow.id == run_id, runnable).values(
-                    status=RunStatus.RUNNING.value, lease_owner=owner, lease_expires_at=now + lease_s,
-                    started_at=func.coalesce(RunRow.started_at, now), updated_at=now, reason=None,
-                )
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+        with self._conn() as c:
+            row = c.execute(_CLAIM, {"b_id": run_id, "b_now": now, "b_soon": now + 0.5, "b_owner": owner,
+                                     "b_until": now + lease_s}).first()
+            if row is None:
                 return None
-            row = s.get(RunRow, run_id)
-            assert row is not None
             if row.order_key is not None:
-                blocker = s.execute(
-                    select(RunRow.id).where(
-                        RunRow.flow_id == row.flow_id, RunRow.order_key == row.order_key, RunRow.id < row.id,
-                        RunRow.status.not_in([t.value for t in TERMINAL]),
-                    ).order_by(RunRow.id).limit(1)
-                ).scalar()
+                blocker = c.execute(_BLOCKER, {"b_flow": row.flow_id, "b_key": row.order_key, "b_id": run_id}).scalar()
                 if blocker is not None:
-                    row.status = RunStatus.WAITING.value
-                    row.lease_owner = None
-                    row.lease_expires_at = None
-                    row.next_attempt_at = None
-                    row.reason = f"waiting for run {blocker} (same order key)"
+                    c.execute(_RUN_BY_ID, {"b_id": run_id, "status": RunStatus.WAITING.value, "lease_owner": None,
+                                           "lease_expires_at": None, "next_attempt_at": None,
+                                           "reason": f"waiting for run {blocker} (same order key)"})
                     return None
-            # an attempt left `running` by a dead worker is recorded as interrupted; it counts as an attempt
-            s.execute(
-                update(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.status == StepStatus.RUNNING.value)
-                .values(status=StepStatus.FAILED.value, finished_at=now, error_type="Interrupted",
-                        error_message="the worker stopped during this attempt; it is retried with the same "
-                                      "Idempotency-Key")
-            )
-            ev = s.get(EventRow, row.event_id)
-            fv = s.get(FlowVersionRow, row.flow_version)
-            assert ev is not None and fv is not None
-            steps = s.execute(
-                select(StepRunRow).where(StepRunRow.run_id == run_id).order_by(StepRunRow.id)
-            ).scalars().all()
-            return Claim(_run_record(row), _event_record(ev), fv.source, fv.path, [_step_result(r) for r in steps])
+            steps = c.execute(_STEPS_OF, {"b_run": run_id}).all()
+            if any(r.status == StepStatus.RUNNING.value for r in steps):
+                # an attempt left `running` by a dead worker is recorded as interrupted; it counts as an attempt
+                c.execute(_INTERRUPT, {"b_run": run_id, "status": StepStatus.FAILED.value, "finished_at": now,
+                                       "error_type": "Interrupted", "error_message": _INTERRUPTED})
+                steps = c.execute(_STEPS_OF, {"b_run": run_id}).all()
+            ev = c.execute(_EVENT_AND_SOURCE, {"b_event": row.event_id, "b_version": row.flow_version}).one()
+            return Claim(_run_record(row), _event_record(ev), ev.source, ev.path, [_step_result(r) for r in steps])
 
-    def _renew(self, s: Session, run_id: int, owner: str, lease_until: float, step_id: str | None) -> None:
-        values: dict[str, Any] = {"lease_expires_at": lease_until, "updated_at": time.time()}
-        if step_id is not None:
-            values["current_step"] = step_id
-        res = s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner,
-                                             RunRow.status == RunStatus.RUNNING.value).values(**values))
-        if res.rowcount != 1:  # type: ignore[attr-defined]
+    @staticmethod
+    def _renew(c: Connection, run_id: int, owner: str, lease_until: float, step_id: str) -> None:
+        res = c.execute(_LEASED, {"b_id": run_id, "b_owner": owner, "lease_expires_at": lease_until,
+                                  "updated_at": time.time(), "current_step": step_id})
+        if res.rowcount != 1:
             raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
 
     def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float,
                      earlier: Sequence[StepResult] = ()) -> None:
         """Record a step with side effects as running (and the pure steps finished before it) in one commit."""
-        with self._tx() as s:
-            self._renew(s, run_id, owner, lease_until, result.step_id)
-            s.add_all([self._step_row(run_id, r) for r in (*earlier, result)])
+        with self._conn() as c:
+            self._renew(c, run_id, owner, lease_until, result.step_id)
+            c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in (*earlier, result)])
 
     def step_finished(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
-        with self._tx() as s:
-            self._renew(s, run_id, owner, lease_until, result.step_id)
-            self._write_step(s, run_id, result)
-
-    def _write_step(self, s: Session, run_id: int, result: StepResult) -> None:
-        """Complete the attempt's `running` row if there is one, else insert the result."""
-        if result.error_message:
-            result.error_message = clean_text(result.error_message)
-        values = {name: getattr(result, name) for name in (
-            "finished_at", "input", "output", "request", "response", "error_type", "error_message", "retry_at",
-            "idempotency_key")}
-        res = s.execute(update(StepRunRow).where(
-            StepRunRow.run_id == run_id, StepRunRow.step_id == result.step_id, StepRunRow.attempt == result.attempt,
-        ).values(status=result.status.value, **values))
-        if res.rowcount == 0:  # type: ignore[attr-defined]
-            s.add(self._step_row(run_id, result))
+        """Complete the attempt's `running` row (or insert the result when it has none) and renew the lease."""
+        with self._conn() as c:
+            self._renew(c, run_id, owner, lease_until, result.step_id)
+            self._complete(c, run_id, result)
 
     @staticmethod
-    def _step_row(run_id: int, r: StepResult) -> StepRunRow:
-        r.error_message = clean_text(r.error_message) if r.error_message else r.error_message
-        return StepRunRow(
-            run_id=run_id, step_id=r.step_id, position=r.position, attempt=r.attempt, status=r.status.value,
-            started_at=r.started_at, finished_at=r.finished_at, input=r.input, output=r.output, request=r.request,
-            response=r.response, error_type=r.error_type, error_message=r.error_message, retry_at=r.retry_at,
-            idempotency_key=r.idempotency_key,
-        )
+    def _complete(c: Connection, run_id: int, result: StepResult) -> None:
+        values = _step_values(run_id, result)
+        res = c.execute(_ATTEMPT, {"b_run": run_id, "b_step": result.step_id, "b_attempt": result.attempt,
+                                   **{k: values[k] for k in _FINISHED_FIELDS}})
+        if res.rowcount == 0:
+            c.execute(_INSERT_STEPS, [values])
 
     def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None,
-               steps: Sequence[StepResult] = ()) -> None:
+               steps: Sequence[StepResult] = (), completed: StepResult | None = None) -> None:
         """Record the run's outcome (terminal, or WAITING with its next attempt time) and release the lease,
-        with any step results not yet written, in one commit."""
+        with any step results not yet written (``steps``) and the result of the last step's `running`
+        attempt (``completed``), in one commit."""
         now = time.time() if now is None else now
         terminal = result.status in TERMINAL
         error = clean_text(result.error) if result.error else None
-        with self._tx() as s:
-            s.add_all([self._step_row(run_id, r) for r in steps])
-            res = s.execute(
-                update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner,
-                                     RunRow.status == RunStatus.RUNNING.value).values(
-                    status=result.status.value, updated_at=now, finished_at=now if terminal else None,
-                    error=error, next_attempt_at=None if terminal else result.next_attempt_at,
-                    reason=None if terminal else error, lease_owner=None, lease_expires_at=None,
-                    current_step=None if terminal else RunRow.current_step,
-                )
-            )
-            if res.rowcount != 1:  # type: ignore[attr-defined]
+        values: dict[str, Any] = {
+            "status": result.status.value, "updated_at": now, "finished_at": now if terminal else None,
+            "error": error, "next_attempt_at": None if terminal else result.next_attempt_at,
+            "reason": None if terminal else error, "lease_owner": None, "lease_expires_at": None,
+        }
+        if terminal:
+            values["current_step"] = None
+        with self._conn() as c:
+            if steps:
+                c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in steps])
+            if completed is not None:
+                self._complete(c, run_id, completed)
+            if c.execute(_LEASED, {"b_id": run_id, "b_owner": owner, **values}).rowcount != 1:
                 raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
 
     def release(self, run_id: int, owner: str, reason: str) -> None:
@@ -635,7 +677,7 @@ class RunStore:
                             if row.step_id == keep_steps_before:
                                 break
                             if row.status in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
-                                s.add(self._step_row(run.id, _step_result(row)))
+                                s.add(StepRunRow(**_step_values(run.id, _step_result(row))))
                 new_ids.extend(run.id for _, run in created)
         return new_ids
 
@@ -756,16 +798,31 @@ class RunStore:
                              .group_by(RunRow.status)).all()
         return {status: 0 for status in unfinished} | {status: count for status, count in rows}
 
-    def flow_stats(self, since: float) -> dict[str, dict[str, Any]]:
-        """Per flow: run counts by status since a time, and the last failure."""
-        out: dict[str, dict[str, Any]] = {}
+    def flow_stats(self, flow_ids: Sequence[str], since: float, bucket_s: float) -> dict[str, dict[str, Any]]:
+        """Per flow: run counts by status and per ``bucket_s`` since ``since`` (``volume``), and its last failure.
+
+        Every flow in ``flow_ids`` gets an entry; the last failure may be older than ``since``. One query
+        serves the flows page and a single flow's page. Naming the flows (``flow_id IN``) lets SQLite read
+        only the window, on ix_runs_flow_created: with ``created_at >= since`` alone its planner scans all of
+        ix_runs_flow_status_id because that matches the GROUP BY (0.7-3 s at 1,000,000 runs). PostgreSQL
+        reads the window on either index.
+        """
+        buckets = max(1, int((time.time() - since) // bucket_s) + 1)
+        out: dict[str, dict[str, Any]] = {f: {"counts": {}, "volume": [0] * buckets, "last_failure": None}
+                                          for f in flow_ids}
+        bucket = func.floor((RunRow.created_at - since) / bucket_s).label("bucket")
         with self._tx(write=False) as s:
             rows = s.execute(
-                select(RunRow.flow_id, RunRow.status, func.count()).where(RunRow.created_at >= since)
-                .group_by(RunRow.flow_id, RunRow.status)
+                select(RunRow.flow_id, RunRow.status, bucket, func.count())
+                .where(RunRow.flow_id.in_(list(out)), RunRow.created_at >= since)
+                # the bucket by name: PostgreSQL sees the expression's two binds as a different expression
+                .group_by(RunRow.flow_id, RunRow.status, literal_column("bucket"))
             ).all()
-            for flow_id, status, count in rows:
-                out.setdefault(flow_id, {"counts": {}, "last_failure": None})["counts"][status] = count
+            for flow_id, status, b, count in rows:
+                counts, volume = out[flow_id]["counts"], out[flow_id]["volume"]
+                counts[status] = counts.get(status, 0) + count
+                if b is not None and 0 <= int(b) < buckets:
+                    volume[int(b)] += count
             for flow_id in out:
                 last = s.execute(
                     select(RunRow).where(RunRow.flow_id == flow_id, RunRow.status == RunStatus.FAILED.value)
@@ -773,22 +830,6 @@ class RunStore:
                 ).scalar()
                 out[flow_id]["last_failure"] = _run_record(last) if last else None
         return out
-
-    def volume(self, flow_id: str, since: float, bucket_s: float) -> list[int]:
-        """Run counts per time bucket since ``since`` (for the flows page's chart)."""
-        buckets = max(1, int((time.time() - since) // bucket_s) + 1)
-        counts = [0] * buckets
-        bucket = func.floor((RunRow.created_at - since) / bucket_s).label("bucket")
-        with self._tx(write=False) as s:
-            rows = s.execute(
-                select(bucket, func.count())
-                .where(RunRow.flow_id == flow_id, RunRow.created_at >= since)
-                .group_by(literal_column("bucket"))  # by name: PostgreSQL sees two binds as two expressions
-            ).all()
-        for b, c in rows:
-            if b is not None and 0 <= int(b) < buckets:
-                counts[int(b)] = c
-        return counts
 
     # --- destination protection (engine.destinations) -------------------------------------------
 

@@ -116,20 +116,19 @@ def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_
     class Dies(Exception):
         pass
 
-    original = svc.store.step_finished
+    original = svc.store.finish
 
-    def die_on_notify(rid: int, owner: str, result: Any, lease_until: float) -> None:
-        if result.step_id == "notify":
-            raise Dies()
-        original(rid, owner, result, lease_until)
+    def die_before_the_last_result_is_committed(*args: Any, **kwargs: Any) -> None:
+        assert kwargs["completed"].step_id == "notify"  # the last step's result goes with the outcome
+        raise Dies()
 
-    svc.store.step_finished = die_on_notify
+    svc.store.finish = die_before_the_last_result_is_committed
     queue.items.clear()
     try:
         svc.execute_run(run_id)
     except Dies:
         pass
-    svc.store.step_finished = original
+    svc.store.finish = original
     record = svc.store.get_run_record(run_id)
     assert record.status is RunStatus.RUNNING
     # the lease covers lease_s plus the step's timeout; look at the world just after it expires
@@ -202,3 +201,53 @@ def test_flow_edits_do_not_change_runs_in_progress(make_service: Any, db_url: st
     drain(svc, queue)
     assert len(target.requests("/notify-v2")) == 1
     assert svc.store.get_run_record(new_id).flow_version != svc.store.get_run_record(run_id).flow_version
+
+
+def test_each_result_is_committed_before_the_next_step_and_the_last_with_the_outcome(
+        make_service: Any, db_url: str, target: Target) -> None:
+    """I7 as an operator sees it, from another connection: while `notify` is being called, `create`
+    is recorded succeeded and `notify` running. The last step's result shares the outcome's commit:
+    5 write transactions per run (claim, create started, create result, notify started, outcome)."""
+    from sqlalchemy import event
+
+    from engine.store import RunStore
+
+    svc, queue = make_service({"orders": FLOW.format(url=target.url)}, db_url)
+    observer = RunStore(db_url)
+    seen: list[list[tuple[str, StepStatus]]] = []
+
+    def look(arriving: bool) -> None:
+        if arriving and len(target.requests()) == 2:  # the notify call is in flight
+            seen.append([(s.step_id, s.status) for s in observer.get_run(run_id).steps])
+
+    run_id = accept(svc, {"id": "o1", "type": "paid"}).run_id
+    target.on_request = look
+    commits: list[int] = []
+    event.listen(svc.store.engine, "commit",
+                 lambda conn: commits.append(1) if conn.get_execution_options().get("hl_write") else None)
+    try:
+        drain(svc, queue)
+    finally:
+        observer.dispose()
+    assert seen == [[("only_paid", StepStatus.SUCCEEDED), ("shape", StepStatus.SUCCEEDED),
+                     ("create", StepStatus.SUCCEEDED), ("notify", StepStatus.RUNNING)]]
+    detail = svc.store.get_run(run_id)
+    assert detail.run.status is RunStatus.SUCCEEDED and detail.steps[-1].status is StepStatus.SUCCEEDED
+    assert detail.steps[-1].response["status"] == 200 and detail.run.current_step is None
+    assert len(commits) == 5
+
+
+def test_a_failed_last_call_is_recorded_with_the_waiting_run(make_service: Any, db_url: str, target: Target) -> None:
+    """A retryable failure of the last step is committed with the run's `waiting` outcome, then retried."""
+    target.script["/notify"] = [(503, {}), (200, {"id": "n1"})]
+    svc, queue = make_service({"orders": FLOW.format(url=target.url)}, db_url)
+    run_id = accept(svc, {"id": "o1", "type": "paid"}).run_id
+    svc.execute_run(queue.pop()[0])
+    detail = svc.store.get_run(run_id)
+    assert detail.run.status is RunStatus.WAITING
+    assert [(s.step_id, s.attempt, s.status) for s in detail.steps][-1] == ("notify", 1, StepStatus.FAILED)
+    assert detail.steps[-1].response["status"] == 503
+    drain(svc, queue)
+    steps = svc.store.get_run(run_id).steps
+    assert [(s.step_id, s.attempt, s.status) for s in steps if s.step_id == "notify"] == [
+        ("notify", 1, StepStatus.FAILED), ("notify", 2, StepStatus.SUCCEEDED)]

@@ -8,8 +8,9 @@ from engine.model import RunResult, RunStatus, StepResult, StepStatus
 from engine.store import LeaseLost, RunStore
 
 
-def accept(store: RunStore, key: str | None = "k1", order: str | None = None, body: bytes = b'{"id": 1}') -> int:
-    return store.accept(flow_id="f", version="v1", source="steps: []", path="f.yaml", method="POST", query="",
+def accept(store: RunStore, key: str | None = "k1", order: str | None = None, body: bytes = b'{"id": 1}',
+           flow: str = "f") -> int:
+    return store.accept(flow_id=flow, version="v1", source="steps: []", path="f.yaml", method="POST", query="",
                         headers=[("Content-Type", "application/json")], body=body, content_type="application/json",
                         dedupe_key=key, order_key=order).run_id
 
@@ -148,11 +149,27 @@ def test_linked_runs_keep_succeeded_steps_before_the_failed_one(store: RunStore)
 def test_flow_stats_and_volume(store: RunStore) -> None:
     import time
 
-    ids = [accept(store, key=f"v{i}") for i in range(3)]
-    store.claim(ids[0], "w", lease_s=30)
-    store.finish(ids[0], "w", RunResult(RunStatus.FAILED, error="boom"))
-    now = time.time()
-    stats = store.flow_stats(since=now - 3600)
-    assert stats["f"]["counts"] == {"queued": 2, "failed": 1}
-    assert stats["f"]["last_failure"].id == ids[0]
-    assert sum(store.volume("f", since=now - 3600, bucket_s=600)) == 3
+    from sqlalchemy import update
+
+    from engine.store import RunRow
+
+    since = time.time() - 3600
+    f_failed, h_failed = accept(store, key="f0"), accept(store, key="h0", flow="h")
+    for run_id in (f_failed, h_failed):
+        store.claim(run_id, "w", lease_s=30)
+        store.finish(run_id, "w", RunResult(RunStatus.FAILED, error="boom"))
+    created = {f_failed: 10, accept(store, key="f1"): 610, accept(store, key="f2"): 620, accept(store, key="f3"): -10,
+               accept(store, key="g0", flow="g"): 1300, h_failed: -7200, accept(store, key="x0", flow="x"): 10}
+    with store.engine.begin() as c:
+        for run_id, offset in created.items():  # seconds after `since`; bucket_s=600 below
+            c.execute(update(RunRow).where(RunRow.id == run_id).values(created_at=since + offset))
+    stats = store.flow_stats(["f", "g", "h", "idle"], since=since, bucket_s=600)
+    assert set(stats) == {"f", "g", "h", "idle"}  # flows not asked for are not counted
+    assert stats["f"]["counts"] == {"failed": 1, "queued": 2}  # the run from before `since` is not counted
+    assert stats["f"]["volume"] == [1, 2, 0, 0, 0, 0, 0]
+    assert stats["f"]["last_failure"].id == f_failed
+    assert stats["g"]["counts"] == {"queued": 1} and stats["g"]["volume"] == [0, 0, 1, 0, 0, 0, 0]
+    assert stats["g"]["last_failure"] is None
+    assert stats["h"]["counts"] == {} and stats["h"]["last_failure"].id == h_failed  # the last failure, however old
+    assert stats["idle"] == {"counts": {}, "volume": [0] * 7, "last_failure": None}
+    assert store.flow_stats(["g"], since=since, bucket_s=600) == {"g": stats["g"]}  # one flow's page

@@ -326,11 +326,10 @@ def _missing_env(flow: Flow, env: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def flow_summary(item: Flow | BrokenFlow, stats: Mapping[str, Any] | None, volume: list[int] | None,
-                 env: Mapping[str, str]) -> dict[str, Any]:
-    counts: dict[str, int] = dict((stats or {}).get("counts", {}))
+def flow_summary(item: Flow | BrokenFlow, stats: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    counts: dict[str, int] = dict(stats["counts"])
     finished = counts.get("succeeded", 0) + counts.get("failed", 0)
-    last_failure = (stats or {}).get("last_failure")
+    last_failure = stats["last_failure"]
     base: dict[str, Any] = {
         "id": item.id,
         "path": item.path,
@@ -341,7 +340,7 @@ def flow_summary(item: Flow | BrokenFlow, stats: Mapping[str, Any] | None, volum
         "counts_24h": counts,
         "success_rate": round(counts.get("succeeded", 0) / finished, 4) if finished else None,
         "last_failure": run_summary(last_failure) if last_failure else None,
-        "volume": volume or [],
+        "volume": stats["volume"],
     }
     if isinstance(item, BrokenFlow):
         return base | {"ok": False, "name": item.id, "errors": [_error_view(e) for e in item.errors], "warnings": [],
@@ -363,9 +362,9 @@ def flows_context() -> dict[str, Any]:
     """Every flow file, loaded or not, with 24 h stats and an hourly volume series."""
     svc = service()
     since = time.time() - DAY
-    stats = svc.store.flow_stats(since)
     items = svc.catalog.all()
-    flows = [flow_summary(f, stats.get(f.id), svc.store.volume(f.id, since, 3600.0), svc.env) for f in items]
+    stats = svc.store.flow_stats([f.id for f in items], since, 3600.0)
+    flows = [flow_summary(f, stats[f.id], svc.env) for f in items]
     return {"flows": flows, "flows_dir": str(svc.catalog.directory)}
 
 
@@ -376,8 +375,7 @@ def flow_context(flow_id: str) -> dict[str, Any]:
     if item is None:
         raise ApiError(404, f"no flow with id {flow_id!r}")
     since = time.time() - DAY
-    summary = flow_summary(item, svc.store.flow_stats(since).get(item.id), svc.store.volume(item.id, since, 3600.0),
-                           svc.env)
+    summary = flow_summary(item, svc.store.flow_stats([item.id], since, 3600.0)[item.id], svc.env)
     if isinstance(item, Flow):
         source = item.source
     else:
