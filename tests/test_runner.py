@@ -230,3 +230,226 @@ def test_credentials_in_urls_and_response_cookies_stay_out_of_records(target: Ta
     client = httpx.Client(transport=httpx.MockTransport(cookie))
     result = run_flow(make_flow([http_step(url="https://api.test/x")]), make_event(), http=client)
     assert "abc123" not in json.dumps([vars(s) for s in result.steps], default=str)
+
+
+# --- the http step: requests that can never be sent fail at once --------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "kind"), [("tok_secret\n", "newline"), ("tok_secret\r\nX-Injected: 1", "carriage return"),
+                                             ("tok\x00secret", "NUL"), ("tok\x1bsecret", "U+001B")])
+def test_a_header_with_a_control_character_fails_at_once_without_its_value(
+        target: Target, http: httpx.Client, value: str, kind: str) -> None:
+    """It was a retryable connection error quoting the value: retried with backoff, the value in the run record."""
+    flow = make_flow([http_step(url=f"{target.url}/x", headers={"X-Token": "{{ event.token }}"})])
+    result = run_flow(flow, make_event(token=value), http=http)
+    assert result.status is RunStatus.FAILED
+    step = result.steps[0]
+    assert step.error_type == "StepError"
+    assert step.error_message == f"header 'X-Token' has a control character ({kind}); it cannot be sent"
+    assert "secret" not in json.dumps([vars(s) for s in result.steps], default=str) + (result.error or "")
+    assert target.requests() == []
+
+
+def test_a_secret_header_with_a_trailing_newline_is_refused_without_leaking(target: Target, http: httpx.Client) -> None:
+    """A token read from a file keeps its newline; h11's 'Illegal header value' message quoted it."""
+    flow = make_flow([http_step(url=f"{target.url}/x", headers={"X-Api-Token": "${TOKEN}"})])
+    result = run_flow(flow, make_event(), http=http, env={"TOKEN": "sk_live_9f8e7d\x00"})
+    assert result.status is RunStatus.FAILED and "X-Api-Token" in (result.error or "")
+    assert "9f8e7d" not in json.dumps([vars(s) for s in result.steps], default=str) + (result.error or "")
+    assert target.requests() == []
+
+
+def test_header_values_non_ascii_fail_and_edge_whitespace_is_dropped(target: Target, http: httpx.Client) -> None:
+    flow = make_flow([http_step(url=f"{target.url}/x", headers={"X-Name": "{{ event.name }}"})])
+    result = run_flow(flow, make_event(name="José"), http=http)  # crashed as an internal error
+    assert result.status is RunStatus.FAILED and result.steps[0].error_type == "StepError"
+    assert result.steps[0].error_message == "header 'X-Name' has a non-ASCII character; it cannot be sent"
+    result = run_flow(flow, make_event(name=" \tpadded value "), http=http)  # h11 refused it, retryably
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert target.requests("/x")[0].headers["x-name"] == "padded value"
+
+
+def test_header_names_are_checked_at_load_and_when_a_template_makes_them(target: Target, http: httpx.Client) -> None:
+    from engine.errors import FlowInvalid
+
+    with pytest.raises(FlowInvalid, match="'X Foo' is not a valid HTTP header name"):
+        make_flow([http_step(url=f"{target.url}/x", headers={"X Foo": "1"})])
+    flow = make_flow([http_step(url=f"{target.url}/x", headers="{{ event.h }}")])
+    result = run_flow(flow, make_event(h={"X Foo": "1"}), http=http)
+    assert result.status is RunStatus.FAILED
+    assert result.steps[0].error_message == "header name 'X Foo' is not a valid HTTP header name; it cannot be sent"
+    for bad in (["X-A", "1"], "X-A: 1"):  # crashed as an internal error
+        result = run_flow(flow, make_event(h=bad), http=http)
+        assert result.status is RunStatus.FAILED and result.steps[0].error_type == "StepError"
+        assert "headers must render to a mapping" in (result.error or "")
+    assert target.requests() == []
+
+
+@pytest.mark.parametrize("prefix", [" ", "\t", "\n"])
+def test_a_url_with_leading_whitespace_fails_at_once(target: Target, http: httpx.Client, prefix: str) -> None:
+    """urlsplit strips it and vetted the host; httpx saw no scheme and failed as a retryable connection error."""
+    flow = make_flow([http_step(url="{{ event.url }}", allow_hosts=["127.0.0.1"])])
+    result = run_flow(flow, make_event(url=f"{prefix}{target.url}/x"), http=http)
+    assert result.status is RunStatus.FAILED and result.steps[0].error_type == "StepError"
+    assert target.requests() == []
+
+
+def test_a_host_with_a_label_over_63_characters_is_a_named_failure(http: httpx.Client) -> None:
+    """Python's IDNA codec raised UnicodeError inside the check (and in httpx): an internal error."""
+    host = "a" * 64 + ".test"
+    result = run_flow(make_flow([http_step(url=f"http://{host}/x")]), make_event(), http=http)
+    assert result.status is RunStatus.FAILED and result.steps[0].error_type == "StepError"
+    assert "not a valid DNS name" in (result.error or "")
+
+
+# --- the http step: link-local verdicts are cached per host -----------------------------------------------------
+
+
+class Resolver:
+    """A stand-in for socket.getaddrinfo (DNS is the one thing a test cannot serve): answers from a table, logs names."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.names: list[str] = []
+
+    def __call__(self, host: str, port: Any, *args: Any, **kw: Any) -> list[tuple[Any, ...]]:
+        import socket
+
+        self.names.append(host)
+        if host not in self.answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        ip = self.answers[host]
+        if ":" in ip:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (ip, 0, 0, 0))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 0))]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> tuple[Resolver, list[float]]:
+    """A fresh verdict cache on a hand-moved clock, and a scripted resolver."""
+    import socket
+
+    from engine.steps import http as http_step_module
+
+    now = [1000.0]
+    resolver = Resolver({"api.example.test": "93.184.216.34", "meta.example.test": "169.254.169.254",
+                         "mapped.example.test": "::ffff:169.254.169.254", "nat64.example.test": "64:ff9b::a9fe:a9fe",
+                         "v6ll.example.test": "fe80::1", "xn--fa-hia.example.test": "169.254.169.254",
+                         "fass.example.test": "93.184.216.34"})
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(http_step_module, "_verdicts", http_step_module.HostVerdicts(clock=lambda: now[0]))
+    return resolver, now
+
+
+def _sending_client(sent: list[httpx.Request]) -> httpx.Client:
+    return httpx.Client(transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200, json={})))
+
+
+def test_a_host_is_resolved_once_per_ttl(dns: tuple[Resolver, list[float]]) -> None:
+    from engine.steps.http import HOST_VERDICT_TTL_S
+
+    resolver, now = dns
+    sent: list[httpx.Request] = []
+    flow = make_flow([http_step(url="https://api.example.test/orders")])
+    for _ in range(3):
+        assert run_flow(flow, make_event(), http=_sending_client(sent)).status is RunStatus.SUCCEEDED
+    assert resolver.names == ["api.example.test"] and len(sent) == 3
+    now[0] += HOST_VERDICT_TTL_S - 0.01
+    run_flow(flow, make_event(), http=_sending_client(sent))
+    assert resolver.names == ["api.example.test"]
+    now[0] += 0.02
+    run_flow(flow, make_event(), http=_sending_client(sent))
+    assert resolver.names == ["api.example.test"] * 2 and len(sent) == 5
+
+
+@pytest.mark.parametrize("host", ["meta.example.test", "mapped.example.test", "nat64.example.test", "v6ll.example.test"])
+def test_a_link_local_answer_is_refused_every_time(dns: tuple[Resolver, list[float]], host: str) -> None:
+    from engine.steps.http import HOST_VERDICT_TTL_S
+
+    resolver, now = dns
+    sent: list[httpx.Request] = []
+    flow = make_flow([http_step(url=f"http://{host}/latest/meta-data")])
+    for _ in range(2):
+        result = run_flow(flow, make_event(), http=_sending_client(sent))
+        assert result.status is RunStatus.FAILED and "link-local" in (result.error or "")
+    assert resolver.names == [host]
+    now[0] += HOST_VERDICT_TTL_S
+    assert run_flow(flow, make_event(), http=_sending_client(sent)).status is RunStatus.FAILED
+    assert resolver.names == [host, host] and sent == []
+
+
+def test_a_name_that_does_not_resolve_is_not_cached_and_stays_retryable(dns: tuple[Resolver, list[float]]) -> None:
+    resolver, _ = dns
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno -2] Name or service not known", request=request)
+
+    flow = make_flow([http_step(url="https://nxdomain.example.test/x")])
+    client = httpx.Client(transport=httpx.MockTransport(unreachable))
+    for _ in range(2):
+        result = run_flow(flow, make_event(), http=client)
+        assert result.status is RunStatus.WAITING and result.steps[0].error_type == "HttpStepError"
+    assert resolver.names == ["nxdomain.example.test"] * 2
+    # once it resolves, its new answer is judged at once
+    resolver.answers["nxdomain.example.test"] = "169.254.169.254"
+    assert "link-local" in (run_flow(flow, make_event(), http=client).error or "")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/x", "http://[::1]/x", "http://169.254.169.254/x",
+                                 "http://[::ffff:a9fe:a9fe]/x"])
+def test_ip_literals_are_judged_without_dns(dns: tuple[Resolver, list[float]], url: str) -> None:
+    resolver, _ = dns
+    run_flow(make_flow([http_step(url=url)]), make_event(), http=_sending_client([]))
+    assert resolver.names == []
+
+
+def test_a_unicode_host_is_judged_by_the_name_httpx_connects_to(dns: tuple[Resolver, list[float]]) -> None:
+    """getaddrinfo makes fass.* of faß.* (IDNA 2003); httpx connects to xn--fa-hia.* (IDNA 2008)."""
+    resolver, _ = dns
+    sent: list[httpx.Request] = []
+    result = run_flow(make_flow([http_step(url="http://faß.example.test/x")]), make_event(), http=_sending_client(sent))
+    assert result.status is RunStatus.FAILED and "link-local" in (result.error or "") and sent == []
+    assert resolver.names == ["xn--fa-hia.example.test"]
+
+
+def test_the_verdict_cache_is_bounded_and_thread_safe() -> None:
+    import threading
+
+    from engine.steps.http import HostVerdicts
+
+    now = [0.0]
+    cache = HostVerdicts(ttl=5.0, max_hosts=3, clock=lambda: now[0])
+    decided: list[str] = []
+
+    def decide(host: str) -> str | None:
+        decided.append(host)
+        return f"refused {host}" if host.startswith("bad") else None
+
+    for host in ("a", "bad1", "c"):
+        cache.verdict(host, decide)
+    assert cache.verdict("bad1", decide) == "refused bad1" and len(decided) == 3
+    cache.verdict("d", decide)  # full: the oldest ("a") goes
+    assert len(cache) == 3
+    cache.verdict("a", decide)
+    assert decided[-1] == "a" and len(cache) == 3
+    now[0] = 5.0  # all expired: they go first
+    cache.verdict("e", decide)
+    assert len(cache) == 1
+
+    errors: list[BaseException] = []
+    big = HostVerdicts(ttl=5.0, max_hosts=16)
+
+    def hammer(seed: int) -> None:
+        try:
+            for i in range(300):
+                host = f"{'bad' if i % 3 == 0 else 'ok'}{(seed * 7 + i) % 40}"
+                assert big.verdict(host, decide) == (f"refused {host}" if host.startswith("bad") else None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(big) <= 16

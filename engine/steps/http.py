@@ -3,6 +3,9 @@
 Classification decides retries: connection errors, timeouts, 5xx, 408 and 429 are retryable
 (Retry-After honoured); any other status outside ``success`` fails the run at once. Every
 request carries an ``Idempotency-Key`` stable across retries of this step in this run (I6).
+A request that can never be sent (a header with a control character, a URL that is not absolute)
+fails at once, never retried. Link-local targets are always refused; see ``HostVerdicts`` for
+how often a host name is resolved to check that.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import re
 import socket
+import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,12 +27,17 @@ import httpx
 
 from engine.errors import HttpStepError, StepError
 from engine.steps import Field, Outcome, RetryPolicy, StepContext, StepType, register
-from engine.templating import EnvText, Expr, Jinja, Literal, Placeholder
+from engine.templating import EnvText, Expr, Jinja, Literal, Mapping_, Placeholder, RenderContext
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 RETRYABLE_STATUSES = frozenset({408, 429})
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+HOST_VERDICT_TTL_S = 5.0  # how long a resolved host's link-local verdict is trusted
+HOST_VERDICT_MAX_HOSTS = 1024
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB (RFC 9110 5.5)
+CONTROL_NAMES = {"\n": "newline", "\r": "carriage return", "\x00": "NUL"}
 
 RETRY_FIELDS = (
     Field("max_attempts", "int", "Attempts in all, the first included.", default=3, example="6"),
@@ -110,6 +121,11 @@ def build(parsed: dict[str, Any]) -> HttpConfig:
         parts = urlsplit(str(url.value))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be an absolute http(s) URL, got {url.value!r}")
+    headers = parsed.get("headers")
+    if isinstance(headers, Mapping_):  # names are never templated: a bad one is the flow's fault, found at load
+        bad = [str(name) for name, _ in headers.items if not HEADER_NAME.fullmatch(str(name))]
+        if bad:
+            raise ValueError(f"headers: {bad[0][:100]!r} is not a valid HTTP header name")
     retry = parsed.get("retry") or {}
     return HttpConfig(
         method=str(parsed.get("method") or "POST").upper(),
@@ -154,12 +170,15 @@ def _static_prefix(expr: Expr, ctx: StepContext) -> str | None:
 def check_url(url: str, cfg: HttpConfig, ctx: StepContext) -> None:
     """Refuse non-http(s) URLs, link-local targets, and hosts taken from event data unless allowed."""
     try:
-        httpx.URL(url)
+        sent = httpx.URL(url)
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except (httpx.InvalidURL, ValueError) as exc:
         raise StepError(f"invalid URL {url[:200]!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    # both parses must agree it is absolute: urlsplit strips leading whitespace, httpx does not (and would then
+    # fail at send time with an UnsupportedProtocol that looked like a retryable connection error)
+    if parts.scheme not in ("http", "https") or not parts.hostname or sent.scheme not in ("http", "https") \
+            or not sent.raw_host:
         raise StepError(f"url must be an absolute http(s) URL, got {url[:200]!r}")
     host = parts.hostname.lower()
     prefix = _static_prefix(cfg.url, ctx)
@@ -173,18 +192,89 @@ def check_url(url: str, cfg: HttpConfig, ctx: StepContext) -> None:
                 f"host {host!r} comes from a template; add it to this step's allow_hosts "
                 "(or HOOKLINE_ALLOW_HOSTS) to call it"
             )
-    _refuse_link_local(host)
+    # the name httpx connects to: for a non-ASCII host that is its IDNA 2008 form, which may differ from the
+    # IDNA 2003 form socket.getaddrinfo would make of the Unicode name (faß.example: xn--fa-hia vs fass)
+    _refuse_link_local(sent.raw_host.decode("ascii"))
+
+
+class HostVerdicts:
+    """Link-local verdicts per host name, each trusted for ``ttl`` seconds; thread-safe, at most ``max_hosts``.
+
+    Every call used to resolve its host once for this check and once more in httpx: a blocking lookup of
+    1-50 ms through a resolver (up to 250 ms for a name that does not resolve) on each request. With this
+    cache a worker resolves each host about once per ``ttl``: threads that miss at the same moment each
+    resolve (the lock is never held during a lookup). Both verdicts are kept: refused (the message) and
+    allowed (None). A name that does not resolve is not cached at all: it is looked up again next time, so
+    a name that starts resolving, perhaps to a link-local address, is judged on its new answer at once.
+    When full, expired entries go first, then the oldest.
+    """
+
+    def __init__(self, ttl: float = HOST_VERDICT_TTL_S, max_hosts: int = HOST_VERDICT_MAX_HOSTS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_hosts = max_hosts
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, str | None]] = {}  # host -> (expires at, refusal or None)
+
+    def verdict(self, host: str, decide: Callable[[str], str | None]) -> str | None:
+        """The refusal message for ``host``, or None when it is allowed; ``decide`` runs on a miss.
+
+        Whatever ``decide`` raises (OSError for a name that does not resolve) propagates and nothing is cached.
+        """
+        with self._lock:
+            entry = self._entries.get(host)
+            if entry is not None and entry[0] > self.clock():
+                return entry[1]
+        refusal = decide(host)
+        with self._lock:
+            now = self.clock()
+            self._entries.pop(host, None)  # re-inserted last: dict order is age order
+            if len(self._entries) >= self.max_hosts:
+                for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+                    del self._entries[key]
+                while len(self._entries) >= self.max_hosts:
+                    del self._entries[next(iter(self._entries))]
+            self._entries[host] = (now + self.ttl, refusal)
+        return refusal
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+_verdicts = HostVerdicts()
 
 
 def _refuse_link_local(host: str) -> None:
+    """Raise StepError when ``host`` is, or resolves to, a link-local address (IPv4-mapped and NAT64 forms too).
+
+    IP literals are judged without DNS. A name that does not resolve passes: the request itself then fails
+    with a retryable connection error, as a transient DNS failure should. A name that can never be encoded
+    for DNS (an empty label, or one over 63 characters) is refused for good, not crashed on in httpx.
+    """
     try:
-        addresses = [ipaddress.ip_address(host)]
+        literal = ipaddress.ip_address(host)
     except ValueError:
         try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            refusal = _verdicts.verdict(host, _resolve_and_judge)
+        except UnicodeError:  # Python's IDNA codec on the way to getaddrinfo; httpx would crash on it the same way
+            raise StepError(f"host {host[:100]!r} is not a valid DNS name (empty label or one over 63 characters)") \
+                from None
         except OSError:
-            return  # unresolvable: the request itself will fail with a clear connection error
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+            return
+    else:
+        refusal = _link_local_refusal(host, [literal])
+    if refusal is not None:
+        raise StepError(refusal)
+
+
+def _resolve_and_judge(host: str) -> str | None:
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    return _link_local_refusal(host, [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos])
+
+
+def _link_local_refusal(host: str, addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str | None:
     for address in addresses:
         if isinstance(address, ipaddress.IPv6Address):
             if address.ipv4_mapped is not None:
@@ -192,7 +282,33 @@ def _refuse_link_local(host: str) -> None:
             elif address in NAT64:
                 address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if any(address in net for net in LINK_LOCAL):
-            raise StepError(f"host {host!r} is link-local ({address}); requests there are always refused")
+            return f"host {host!r} is link-local ({address}); requests there are always refused"
+    return None
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers as they will be sent: leading and trailing spaces and tabs dropped (RFC 9110 5.5 says they
+    are not part of the value), or a non-retryable StepError naming the first bad header, never its value.
+
+    httpx refuses CR, LF, NUL and edge whitespace only while writing the request, as a connection error: the
+    run retried a request that could never be sent, with the value (perhaps a secret) in the message. Other
+    control characters are refused here too (RFC 9110 forbids them), and non-ASCII values, which httpx
+    cannot encode (they crashed the step as an internal error).
+    """
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not HEADER_NAME.fullmatch(name):
+            raise StepError(f"header name {name[:100]!r} is not a valid HTTP header name; it cannot be sent")
+        value = value.strip(" \t")
+        bad = HEADER_CONTROL.search(value)
+        if bad is not None:
+            char = bad.group()
+            kind = CONTROL_NAMES.get(char, f"U+{ord(char):04X}")
+            raise StepError(f"header {name!r} has a control character ({kind}); it cannot be sent")
+        if not value.isascii():
+            raise StepError(f"header {name!r} has a non-ASCII character; it cannot be sent")
+        out[name] = value
+    return out
 
 
 def _redact_headers(headers: httpx.Headers | dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
@@ -228,15 +344,22 @@ def _stringify(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+def _mapping(name: str, expr: Expr | None, r: RenderContext) -> Mapping[Any, Any]:
+    value = expr.render(r) if expr is not None else {}
+    if not isinstance(value, Mapping):
+        raise StepError(f"{name} must render to a mapping, got {type(value).__name__}")
+    return value
+
+
 def execute(ctx: StepContext) -> Outcome:
     cfg: HttpConfig = ctx.step.config
     r = ctx.render
     url = str(cfg.url.render(r))
-    headers = {str(k): _stringify(v) for k, v in (cfg.headers.render(r) if cfg.headers else {}).items()}
+    headers = {str(k): _stringify(v) for k, v in _mapping("headers", cfg.headers, r).items()}
     if not any(k.lower() == "idempotency-key" for k in headers):
         headers["Idempotency-Key"] = ctx.idempotency_key
     headers.setdefault("User-Agent", ctx.options.user_agent)
-    params = {str(k): _stringify(v) for k, v in (cfg.query.render(r) if cfg.query else {}).items()}
+    params = {str(k): _stringify(v) for k, v in _mapping("query", cfg.query, r).items()}
     content: bytes | None = None
     if cfg.json is not None:
         content = json.dumps(cfg.json.render(r), default=str).encode()
@@ -249,6 +372,7 @@ def execute(ctx: StepContext) -> Outcome:
         headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
     elif cfg.body is not None:
         content = _stringify(cfg.body.render(r)).encode()
+    headers = _check_headers(headers)
     check_url(url, cfg, ctx)
     timeout = cfg.timeout if cfg.timeout is not None else ctx.options.default_timeout
     limit = ctx.options.max_recorded_body
