@@ -1,7 +1,7 @@
 """The durable-ingest ceiling of this stack: Flask inserts the raw body in one SQL row and enqueues one Huey task.
 
 Run under the same gunicorn command line as `hookline web` (bench.common.gunicorn_args) with
-``bench.baseline_ingest:create_app()``. Same database settings as the engine's store (SQLite WAL,
+``bench.baseline_ingest:create_app()``. Same database and queue settings as the engine (SQLite WAL,
 synchronous=NORMAL, BEGIN IMMEDIATE; PostgreSQL through psycopg 3) but no verification, no dedupe,
 no header storage and no pool pre-ping: the least a durable receiver can do.
 Environment: BENCH_DB_URL, BENCH_REDIS_URL (Redis queue) or BENCH_QUEUE_PATH (SQLite queue).
@@ -14,7 +14,8 @@ import time
 from typing import Any
 
 from flask import Flask, jsonify, request
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, RedisHuey
+from huey.storage import SqliteStorage
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, create_engine, event
 from sqlalchemy.engine import Engine
 
@@ -49,12 +50,21 @@ def make_db(url: str) -> Engine:
     return engine
 
 
+class QueueStorage(SqliteStorage):  # type: ignore[misc]
+    """The engine's queue settings (engine/tasks.py QueueStorage): WAL, synchronous=NORMAL."""
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+
 def make_huey(name: str) -> Huey:
     redis_url = os.environ.get("BENCH_REDIS_URL", "")
     if redis_url:
         return RedisHuey(name, url=redis_url, results=False)
-    return SqliteHuey(name, filename=os.environ.get("BENCH_QUEUE_PATH", ":memory:"),
-                      results=False, timeout=30)
+    return Huey(name, storage_class=QueueStorage, filename=os.environ.get("BENCH_QUEUE_PATH", ":memory:"),
+                results=False, timeout=30)
 
 
 huey = make_huey("baseline-ingest")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, RedisHuey, crontab
+from huey.storage import SqliteStorage
 
 from engine.config import Settings
 
@@ -20,10 +21,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("hookline.tasks")
 
 
+class QueueStorage(SqliteStorage):  # type: ignore[misc]
+    """Huey's SQLite storage with the run store's durability: WAL and synchronous=NORMAL, no fsync per message.
+
+    A message is not the record, the committed run is: a process crash loses nothing in WAL mode, and a
+    message a power cut takes is re-sent by the reaper. Huey's default (synchronous=FULL) fsyncs every
+    enqueue under an exclusive lock (0.8 ms here), which serialised ingest across web processes.
+    """
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+
 def make_huey(settings: Settings) -> Huey:
     if settings.redis_url:
         return RedisHuey("hookline", url=settings.redis_url, results=False)
-    return SqliteHuey("hookline", filename=settings.queue_path, results=False, timeout=30)
+    return Huey("hookline", storage_class=QueueStorage, filename=settings.queue_path, results=False, timeout=30)
 
 
 settings = Settings.from_env()

@@ -151,3 +151,31 @@ def test_metrics_under_gunicorn_with_two_workers_and_json_logs(metered: Stack, t
     run_lines = [entry for entry in lines if entry.get("run_id") == ids[0]]
     assert {entry["msg"].split(" ")[0] for entry in run_lines} >= {"step", "run"}
     assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in lines)
+
+
+@pytest.mark.parametrize("redis, database, loaded", [
+    ("", "sqlite:///{tmp}/h.db", []),
+    ("redis://127.0.0.1:6379/15", "sqlite:///{tmp}/h.db", ["redis"]),
+    ("", "postgresql+psycopg://postgres@127.0.0.1/test", ["psycopg"]),
+])
+def test_a_web_process_loads_only_the_drivers_its_settings_use(tmp_path: Path, redis: str, database: str,
+                                                              loaded: list[str]) -> None:
+    """huey imports redis-py and psycopg whenever installed (~15 MB per process): the gunicorn entry point
+    keeps out the ones a deployment does not use, and its queue file on SQLite does not fsync per message."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    env = {**os.environ, "HOOKLINE_REDIS_URL": redis, "HOOKLINE_DATABASE_URL": database.format(tmp=tmp_path),
+           "HOOKLINE_FLOWS_DIR": str(tmp_path)}
+    probe = ("import sys, web.wsgi; from engine import tasks; "
+             "print(sorted(m for m in ('redis', 'psycopg') if sys.modules.get(m) is not None)); "
+             "s = tasks.huey.storage; print(s.conn.execute('PRAGMA synchronous').fetchone()[0] if not redis else '-')"
+             .replace("not redis", repr(not redis)))
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    modules, synchronous = out.stdout.strip().splitlines()[-2:]
+    assert modules == repr(loaded)
+    assert synchronous == ("1" if not redis else "-")  # 1 = NORMAL (Huey's default, FULL, is 2)
