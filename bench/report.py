@@ -135,7 +135,9 @@ def render_table(r: dict[str, Any]) -> str:
             parts = [f"run_flow {_n(d['runner_overhead_per_step_ms'], 2)}"]
             for kind in ("sqlite", "postgres"):
                 if f"service_{kind}_overhead_per_step_ms" in d:
-                    parts.append(f"execute_run/{kind} {_n(d[f'service_{kind}_overhead_per_step_ms'], 2)}")
+                    cpu = d.get(f"service_{kind}_cpu_overhead_per_step_ms")
+                    parts.append(f"execute_run/{kind} {_n(d[f'service_{kind}_overhead_per_step_ms'], 2)}"
+                                 + (f" (CPU {_n(cpu, 2)})" if cpu is not None else ""))
             row(f"Engine overhead per step, ms ({flow}, {d['steps']} steps)", ", ".join(parts),
                 f"bare {_n(d['bare_ms'], 2)} ms/run", None, "< 2")
     burst = s.get("burst", {})
