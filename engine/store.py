@@ -313,7 +313,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file: pruning shrinks it
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # FULL: the WAL is synced at every commit, so an acknowledged event (I1) and a recorded step (I5)
+            # survive a power cut, not only a process crash (NORMAL would roll the last commits back)
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
