@@ -2,8 +2,9 @@
 
 Run under the same gunicorn command line as `hookline web` (bench.common.gunicorn_args) with
 ``bench.baseline_ingest:create_app()``. Same database and queue settings as the engine (SQLite WAL,
-synchronous=NORMAL, BEGIN IMMEDIATE; PostgreSQL through psycopg 3) but no verification, no dedupe,
-no header storage and no pool pre-ping: the least a durable receiver can do.
+synchronous=FULL, BEGIN IMMEDIATE, a queue file with synchronous=NORMAL; PostgreSQL through psycopg 3)
+but no verification, no dedupe, no header storage and no pool pre-ping: the least a durable receiver
+can do.
 Environment: BENCH_DB_URL, BENCH_REDIS_URL (Redis queue) or BENCH_QUEUE_PATH (SQLite queue).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -39,7 +41,7 @@ def make_db(url: str) -> Engine:
         def _connect(dbapi_conn: Any, _rec: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000"):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
 
@@ -75,8 +77,8 @@ def process(event_id: int) -> None:
     """Never executed during the ingest measurement (no consumer runs, as for the engine)."""
 
 
-def create_app() -> Flask:
-    db = make_db(os.environ["BENCH_DB_URL"])
+def hook_app(receive: Callable[[str, bytes], Any]) -> Flask:
+    """The routes both baselines have: GET /healthz, and POST /hooks/<flow> answered by ``receive(flow, raw body)``."""
     app = Flask(__name__)
 
     @app.get("/healthz")
@@ -84,12 +86,20 @@ def create_app() -> Flask:
         return jsonify({"ok": True})
 
     @app.post("/hooks/<flow>")
-    def receive(flow: str) -> Any:
-        body = request.get_data()
+    def hook(flow: str) -> Any:
+        return receive(flow, request.get_data())
+
+    return app
+
+
+def create_app() -> Flask:
+    db = make_db(os.environ["BENCH_DB_URL"])
+
+    def receive(flow: str, body: bytes) -> Any:
         with db.begin() as conn:
             event_id = conn.execute(raw_events.insert().values(flow=flow, received_at=time.time(), body=body)
                                     ).inserted_primary_key[0]
         process(event_id)
         return jsonify({"ok": True, "id": event_id}), 202
 
-    return app
+    return hook_app(receive)

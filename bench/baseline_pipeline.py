@@ -23,7 +23,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bench.baseline_ingest import make_db, make_huey
+from bench.baseline_ingest import hook_app, make_db, make_huey
 
 log = logging.getLogger("baseline")
 metadata = MetaData()
@@ -105,15 +105,8 @@ def process(row_id: int) -> None:
 
 def create_app() -> Flask:
     secret = os.environ["BENCH_SECRET"]
-    app = Flask(__name__)
 
-    @app.get("/healthz")
-    def healthz() -> Any:
-        return jsonify({"ok": True})
-
-    @app.post("/hooks/<flow>")
-    def receive(flow: str) -> Any:
-        body = request.get_data()
+    def receive(flow: str, body: bytes) -> Any:
         if not verify_stripe(body, request.headers.get("Stripe-Signature", ""), secret):
             return jsonify({"ok": False, "error": "bad signature"}), 401
         event_id = json.loads(body)["id"]
@@ -126,7 +119,7 @@ def create_app() -> Flask:
         process(row_id)
         return jsonify({"ok": True, "id": row_id}), 202
 
-    return app
+    return hook_app(receive)
 
 
 def main() -> None:

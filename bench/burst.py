@@ -12,32 +12,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RssSampler, Stack, count_statuses, gunicorn_worker_peaks, log, wait_until
-from bench.e2e import FLOWS, Target, start_system
+from bench.common import RssSampler, count_statuses, gunicorn_worker_peaks, log, measurement
+from bench.e2e import FLOWS, Target, running_target, start_system
 from bench.loadgen import describe, run_python_load
+from tests.support import wait_for
 
 MB = 1024 * 1024
-
-
-def _baseline_counts(db_url: str) -> dict[str, int]:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(db_url)
-    try:
-        with engine.connect() as c:
-            rows = c.execute(sqlalchemy.text("select status, count(*) from bench_pipeline_events group by status")).all()
-    finally:
-        engine.dispose()
-    return {str(s): int(n) for s, n in rows}
 
 
 def one(system: str, kind: str, cfg: Any, logdir: Path, target: Target) -> dict[str, Any]:
     slug, last_path = FLOWS["one"]
     n = cfg.burst_events
-    stack = Stack(logdir)
-    backend, port = start_system(system, kind, stack, target)
-    counts = count_statuses if system == "engine" else _baseline_counts
-    try:
+    table = "runs" if system == "engine" else "bench_pipeline_events"
+    with measurement(kind, logdir) as (backend, stack):
+        port = start_system(system, backend, stack, target)
         target.reset()
         web = next(p for p in stack.procs if p.name.endswith("-web"))
         workers = [p for p in stack.procs if "worker" in p.name]
@@ -52,18 +40,18 @@ def one(system: str, kind: str, cfg: Any, logdir: Path, target: Target) -> dict[
         accepted = post["codes"].get("202", 0)
 
         def drained() -> bool:
-            c = counts(backend.db_url)
+            c = count_statuses(backend.db_url, table)
             return sum(c.values()) >= accepted and all(k in ("succeeded", "failed", "filtered") for k in c)
 
         error = None
         try:
             # at least 10 runs/s; slower than that is a failure worth reporting, not waiting for
-            wait_until(drained, timeout=max(cfg.burst_timeout, n / 10), interval=0.5, what="all runs terminal")
-        except TimeoutError as exc:
+            wait_for(drained, timeout=max(cfg.burst_timeout, n / 10), interval=0.5, what="all runs terminal")
+        except AssertionError as exc:  # wait_for timed out
             error = str(exc)
         t_done = time.time()
         peaks = sampler.stop()
-        final = counts(backend.db_url)
+        final = count_statuses(backend.db_url, table)
         arrivals = [a for a in target.arrivals() if a[1] == last_path]
         tags = [a[2] for a in arrivals]
         distinct = len(set(tags))
@@ -83,18 +71,11 @@ def one(system: str, kind: str, cfg: Any, logdir: Path, target: Target) -> dict[
             f"calls {len(tags)} (distinct {distinct}); peak RSS web {res['web_worker_peak_rss_mb']:.0f} MB, "
             f"worker {res['worker_peak_rss_mb']:.0f} MB")
         return res
-    finally:
-        stack.close()
-        backend.cleanup()
 
 
 def run(cfg: Any, logdir: Path) -> dict[str, Any]:
-    stack = Stack(logdir)
-    target = Target(stack)
-    try:
+    with running_target(logdir) as target:
         out: dict[str, Any] = {"events": cfg.burst_events}
         for kind in cfg.burst_backends:
             out[kind] = {system: one(system, kind, cfg, logdir, target) for system in ("engine", "baseline")}
         return out
-    finally:
-        stack.close()

@@ -15,7 +15,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,18 @@ class Stack:
         self.procs.clear()
 
 
+@contextmanager
+def measurement(kind: str, logdir: Path) -> Iterator[tuple[Backend, Stack]]:
+    """A fresh backend and a Stack for the processes on it; afterwards the processes stop, then the store goes."""
+    backend = make_backend(kind)
+    stack = Stack(logdir)
+    try:
+        yield backend, stack
+    finally:
+        stack.close()
+        backend.cleanup()
+
+
 def engine_env(backend: Backend, flows: Path, target_url: str, **extra: str) -> dict[str, str]:
     return {**backend.env, "HOOKLINE_FLOWS_DIR": str(flows), "STRIPE_WEBHOOK_SECRET": SECRET,
             "TARGET_URL": target_url, "CRM_URL": f"{target_url}/crm", "ACCOUNTING_URL": f"{target_url}/acct",
@@ -381,6 +394,21 @@ def baseline_env(backend: Backend, target_url: str) -> dict[str, str]:
     return {"BENCH_DB_URL": backend.db_url, "BENCH_REDIS_URL": backend.redis_url,
             "BENCH_QUEUE_PATH": backend.queue_path or str(backend.tmp / "baseline-queue.db"),
             "BENCH_SECRET": SECRET, "TARGET_URL": target_url}
+
+
+def start_web(system: str, backend: Backend, stack: Stack, target_url: str = "http://127.0.0.1:9", workers: int = 2,
+              app: str = "bench.baseline_ingest:create_app()") -> int:
+    """Start the engine's `hookline web` or a baseline app under the same gunicorn settings; return the port."""
+    port = free_port()
+    if system == "engine":
+        flows = backend.tmp / "flows"
+        write_flows(flows)
+        start_engine_web(stack, engine_env(backend, flows, target_url), port, workers=workers)
+    else:
+        proc = stack.add(spawn(f"{system}-web", gunicorn_args(app, port, workers=workers), baseline_env(backend, target_url),
+                               stack.logdir))
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    return port
 
 
 # --------------------------------------------------------------------------- memory
@@ -429,24 +457,15 @@ def gunicorn_worker_peaks(peaks: dict[int, int], master_pid: int) -> list[int]:
 # --------------------------------------------------------------------------- store polling
 
 
-def count_statuses(db_url: str) -> dict[str, int]:
+def count_statuses(db_url: str, table: str = "runs") -> dict[str, int]:
+    """Rows per status in ``table`` (the engine's runs, or the baseline pipeline's bench_pipeline_events)."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(db_url)
     try:
         with engine.connect() as c:
-            rows = c.execute(sqlalchemy.text("select status, count(*) from runs group by status")).all()
+            rows = c.execute(sqlalchemy.text(f"select status, count(*) from {table} group by status")).all()
     finally:
         engine.dispose()
     return {str(s): int(n) for s, n in rows}
 
-
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.25, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)

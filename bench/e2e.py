@@ -15,25 +15,26 @@ from __future__ import annotations
 
 import http.client
 import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     PY,
+    Backend,
     Stack,
     baseline_env,
     engine_env,
     free_port,
-    gunicorn_args,
     log,
-    make_backend,
+    measurement,
     pct,
     spawn,
-    start_engine_web,
     start_engine_workers,
+    start_web,
     summary,
     wait_http,
-    write_flows,
 )
 from bench.loadgen import run_python_load, wrk_plain
 
@@ -72,24 +73,23 @@ class Target:
         return res
 
 
-def start_system(system: str, kind: str, stack: Stack, target: Target, workers: int = 1,
-                 web_workers: int = 2) -> tuple[Any, int]:
-    backend = make_backend(kind)
-    port = free_port()
+@contextmanager
+def running_target(logdir: Path) -> Iterator[Target]:
+    """bench/target.py in a process of its own for the duration of the block."""
+    with closing(Stack(logdir)) as stack:
+        yield Target(stack)
+
+
+def start_system(system: str, backend: Backend, stack: Stack, target: Target, workers: int = 1,
+                 web_workers: int = 2) -> int:
+    port = start_web(system, backend, stack, target.url, web_workers, app="bench.baseline_pipeline:create_app()")
     if system == "engine":
-        flows = backend.tmp / "flows"
-        write_flows(flows)
-        env = engine_env(backend, flows, target.url)
-        start_engine_web(stack, env, port, workers=web_workers)
-        start_engine_workers(stack, env, workers)
+        start_engine_workers(stack, engine_env(backend, backend.tmp / "flows", target.url), workers)
     else:
         env = baseline_env(backend, target.url)
-        proc = stack.add(spawn("baseline-web", gunicorn_args("bench.baseline_pipeline:create_app()", port,
-                                                             workers=web_workers), env, stack.logdir))
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
         for i in range(workers):
             stack.add(spawn(f"baseline-worker{i}", [PY, "-m", "bench.baseline_pipeline"], env, stack.logdir))
-    return backend, port
+    return port
 
 
 def throughput(system: str, kind: str, flow: str, cfg: Any, logdir: Path, target: Target, workers: int = 1,
@@ -98,9 +98,8 @@ def throughput(system: str, kind: str, flow: str, cfg: Any, logdir: Path, target
     events / (last outbound call of the last run - first POST): the capacity of the whole pipeline on
     this box, ingest and execution sharing the cores as they do in production."""
     slug, last_path = FLOWS[flow]
-    stack = Stack(logdir)
-    backend, port = start_system(system, kind, stack, target, workers, web_workers)
-    try:
+    with measurement(kind, logdir) as (backend, stack):
+        port = start_system(system, backend, stack, target, workers, web_workers)
         url = f"http://127.0.0.1:{port}/hooks/{slug}"
         run_python_load(url, rate=min(20.0, cfg.e2e_events), duration=1.0, count=None, prefix="warm", logdir=logdir,
                         processes=1, connections=2)
@@ -125,16 +124,12 @@ def throughput(system: str, kind: str, flow: str, cfg: Any, logdir: Path, target
             f"({len(done)}/{accepted} runs done in {last - first:.1f}s; posting took {posted:.1f}s)")
         return {"runs_per_s": rps, "completed": len(done), "accepted": accepted, "post_s": posted,
                 "ingress_rps": accepted / posted if posted else None, "complete": len(done) >= accepted}
-    finally:
-        stack.close()
-        backend.cleanup()
 
 
 def latency(system: str, kind: str, flow: str, cfg: Any, logdir: Path, target: Target, rate: float) -> dict[str, Any]:
     slug, last_path = FLOWS[flow]
-    stack = Stack(logdir)
-    backend, port = start_system(system, kind, stack, target)
-    try:
+    with measurement(kind, logdir) as (backend, stack):
+        port = start_system(system, backend, stack, target)
         url = f"http://127.0.0.1:{port}/hooks/{slug}"
         run_python_load(url, rate=min(rate, 20), duration=1.0, count=None, prefix="warm", logdir=logdir, processes=1,
                         connections=2)
@@ -155,15 +150,10 @@ def latency(system: str, kind: str, flow: str, cfg: Any, logdir: Path, target: T
         log(f"  {system:8} {kind:8} {flow:6} @{rate:.0f}/s: p50 {res['p50_ms']:.0f} ms  p99 {res['p99_ms']:.0f} ms  "
             f"({len(done)}/{sent} completed)")
         return res
-    finally:
-        stack.close()
-        backend.cleanup()
 
 
 def run(cfg: Any, logdir: Path) -> dict[str, Any]:
-    stack = Stack(logdir)
-    target = Target(stack)
-    try:
+    with running_target(logdir) as target:
         ceiling = target.ceiling(min(3.0, cfg.duration))
         log(f"  target ceiling: {ceiling['rps']:.0f} req/s (p99 {ceiling['p99_ms']:.1f} ms)")
         out: dict[str, Any] = {"target_ceiling_rps": ceiling["rps"], "backend": cfg.e2e_backend}
@@ -190,5 +180,3 @@ def run(cfg: Any, logdir: Path) -> dict[str, Any]:
                 "ratio": (eng["median"] / base["median"]) if eng["median"] and base["median"] else None,
             }
         return out
-    finally:
-        stack.close()

@@ -13,20 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    Stack,
-    baseline_env,
-    engine_env,
-    free_port,
-    gunicorn_args,
-    log,
-    make_backend,
-    spawn,
-    start_engine_web,
-    summary,
-    wait_http,
-    write_flows,
-)
+from bench.common import gunicorn_args, log, measurement, start_web, summary
 from bench.loadgen import describe, run_python_load, run_wrk, write_signed_requests
 
 
@@ -46,25 +33,8 @@ class RequestFiles:
         return path
 
 
-def start_web(system: str, backend: Any, stack: Stack, target_url: str = "http://127.0.0.1:9", workers: int = 2,
-              app: str = "bench.baseline_ingest:create_app()") -> int:
-    """Start the engine's `hookline web` or a baseline app under the same gunicorn settings; return the port."""
-    port = free_port()
-    if system == "engine":
-        flows = backend.tmp / "flows"
-        write_flows(flows)
-        start_engine_web(stack, engine_env(backend, flows, target_url), port, workers=workers)
-    else:
-        proc = stack.add(spawn(f"{system}-web", gunicorn_args(app, port, workers=workers), baseline_env(backend, target_url),
-                               stack.logdir))
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-    return port
-
-
 def measure_max(system: str, kind: str, cfg: Any, files: RequestFiles, logdir: Path, workers: int = 2) -> dict[str, Any]:
-    backend = make_backend(kind)
-    stack = Stack(logdir)
-    try:
+    with measurement(kind, logdir) as (backend, stack):
         port = start_web(system, backend, stack, workers=workers)
         url = f"http://127.0.0.1:{port}/hooks/bench_one"
         run_wrk(url, files.get("warmup"), cfg.warmup, cfg.connections)
@@ -74,15 +44,10 @@ def measure_max(system: str, kind: str, cfg: Any, files: RequestFiles, logdir: P
         log(f"  {system:8} {kind:8} {res['rps']:8.0f} req/s  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms"
             f"  non-2xx {res['non2xx']}  errors {sum(res['errors'].values())}")
         return res
-    finally:
-        stack.close()
-        backend.cleanup()
 
 
 def measure_rate(system: str, cfg: Any, logdir: Path, rate: float) -> dict[str, Any]:
-    backend = make_backend("sqlite")
-    stack = Stack(logdir)
-    try:
+    with measurement("sqlite", logdir) as (backend, stack):
         port = start_web(system, backend, stack)
         url = f"http://127.0.0.1:{port}/hooks/bench_one"
         run_python_load(url, rate=rate, duration=min(2.0, cfg.warmup), count=None, prefix="warm", logdir=logdir,
@@ -93,26 +58,19 @@ def measure_rate(system: str, cfg: Any, logdir: Path, rate: float) -> dict[str, 
         log(f"  {system:8} sqlite   @{rate:.0f}/s: {res['rps'] or 0:6.0f} req/s  p50 {res['p50_ms']:.1f} ms  "
             f"p99 {res['p99_ms']:.1f} ms  codes {res['codes']}")
         return res
-    finally:
-        stack.close()
-        backend.cleanup()
 
 
 def generator_floor(cfg: Any, logdir: Path) -> dict[str, Any]:
     """The Python generator against bench/target.py at the fixed rate: the latency it adds by itself."""
-    from bench.e2e import Target
+    from bench.e2e import running_target
 
-    stack = Stack(logdir)
-    try:
-        target = Target(stack)
+    with running_target(logdir) as target:
         rows = run_python_load(f"{target.url}/one", rate=cfg.ack_rate, duration=min(4.0, cfg.duration), count=None,
                                prefix="floor", logdir=logdir, processes=2, connections=12)
         res = describe(rows)
         log(f"  generator floor @{cfg.ack_rate:.0f}/s against the bare target: p50 {res['p50_ms']:.1f} ms, "
             f"p99 {res['p99_ms']:.1f} ms")
         return res
-    finally:
-        stack.close()
 
 
 def run(cfg: Any, logdir: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +102,24 @@ def start_target() -> Target:
     target = Target(server)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return target
+
+
+def signed_flow(flow_id: str, *steps: dict[str, Any]) -> str:
+    """The YAML of flow ``flow_id``: Stripe-signed events (secret ``${STRIPE_SECRET}``), deduplicated by ``$.id``,
+    run through ``steps`` (each a step as YAML would spell it, e.g. from http_step)."""
+    trigger = {"verify": {"provider": "stripe", "secret": "${STRIPE_SECRET}"}, "dedupe": "$.id"}
+    return yaml.safe_dump({"id": flow_id, "trigger": trigger, "steps": list(steps)}, sort_keys=False)
+
+
+def http_step(step_id: str, url: str, body: dict[str, Any], timeout: str | None = None,
+              retry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An http step sending ``body`` as JSON to ``url``; without ``timeout`` or ``retry`` the step's defaults apply."""
+    http: dict[str, Any] = {"url": url, "json": body}
+    if timeout:
+        http["timeout"] = timeout
+    if retry:
+        http["retry"] = retry
+    return {"id": step_id, "http": http}
 
 
 def free_port() -> int:

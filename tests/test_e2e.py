@@ -15,40 +15,26 @@ import httpx
 import pytest
 
 from engine.store import RunStore
-from tests.support import Stack, Target, make_stack, wait_for
+from tests.support import Stack, Target, http_step, make_stack, signed_flow, wait_for
 
 SECRET = "whsec_e2e_secret"
-FLOW = """
-id: pay
-trigger:
-  verify: {{provider: stripe, secret: "${{STRIPE_SECRET}}"}}
-  dedupe: $.id
-steps:
-  - id: only_paid
-    filter: event.type == "paid"
-  - id: shape
-    transform: {{ref: $.id, cents: "{{{{ event.amount * 100 }}}}"}}
-  - id: crm
-    http:
-      url: {url}/crm
-      json: {{ref: "{{{{ steps.shape.ref }}}}"}}
-      timeout: 5s
-      retry: {{max_attempts: 4, initial: 300ms, max_delay: 1s}}
-  - id: slow
-    http:
-      url: {url}/slow
-      json: {{crm_id: "{{{{ steps.crm.response.json.id }}}}"}}
-      timeout: 5s
-  - id: invoice
-    http:
-      url: {url}/invoice
-      json: {{ref: "{{{{ steps.shape.ref }}}}", cents: "{{{{ steps.shape.cents }}}}"}}
-"""
+
+
+def flow(url: str) -> str:
+    return signed_flow(
+        "pay",
+        {"id": "only_paid", "filter": 'event.type == "paid"'},
+        {"id": "shape", "transform": {"ref": "$.id", "cents": "{{ event.amount * 100 }}"}},
+        http_step("crm", f"{url}/crm", {"ref": "{{ steps.shape.ref }}"}, timeout="5s",
+                  retry={"max_attempts": 4, "initial": "300ms", "max_delay": "1s"}),
+        http_step("slow", f"{url}/slow", {"crm_id": "{{ steps.crm.response.json.id }}"}, timeout="5s"),
+        http_step("invoice", f"{url}/invoice", {"ref": "{{ steps.shape.ref }}", "cents": "{{ steps.shape.cents }}"}),
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path, target: Target) -> Iterator[Stack]:
-    yield from make_stack(request, tmp_path, {"pay": FLOW.format(url=target.url)}, {"STRIPE_SECRET": SECRET})
+    yield from make_stack(request, tmp_path, {"pay": flow(target.url)}, {"STRIPE_SECRET": SECRET})
 
 
 def runs(stack: Stack) -> RunStore:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.faults.infra import EventStream, Monitor, all_runs
 from tests.faults.oracles import check_side_effects, check_stored, figures, reenqueued, wait_all_terminal
-from tests.faults.test_redis_restart import FLOW, PATHS
+from tests.faults.test_redis_restart import PATHS, flow
 from tests.support import Target
 
 EVENTS = 100
@@ -33,7 +33,7 @@ DOWN_FOR_S = 4.0
 @pytest.mark.slow
 def test_postgres_outage_503s_then_everything_resumes(make_stack: Any, target: Target, record_property: Any) -> None:
     target.delay = 0.02
-    stack = make_stack("postgres", {"relay": FLOW.format(url=target.url)}, db_proxy=True)
+    stack = make_stack("postgres", {"relay": flow(target.url)}, db_proxy=True)
     proxy = stack.db_proxy
     stack.start_web()
     workers = [stack.start_worker(name, threads=2) for name in ("worker-a", "worker-b")]

@@ -19,29 +19,9 @@ import pytest
 
 from tests.faults.infra import EventStream, Monitor, RedisServer
 from tests.faults.oracles import check_side_effects, check_stored, figures, reenqueued, wait_all_terminal
-from tests.support import Target
+from tests.support import Target, http_step, signed_flow
 
-FLOW = """
-id: relay
-trigger:
-  verify: {{provider: stripe, secret: "${{STRIPE_SECRET}}"}}
-  dedupe: $.id
-steps:
-  - id: shape
-    transform: {{ref: $.id}}
-  - id: crm
-    http:
-      url: {url}/crm
-      json: {{ref: "{{{{ steps.shape.ref }}}}"}}
-      timeout: 2s
-      retry: {{max_attempts: 8, initial: 200ms, max_delay: 1s}}
-  - id: notify
-    http:
-      url: {url}/notify
-      json: {{ref: "{{{{ steps.shape.ref }}}}"}}
-      timeout: 2s
-      retry: {{max_attempts: 8, initial: 200ms, max_delay: 1s}}
-"""
+RETRY = {"max_attempts": 8, "initial": "200ms", "max_delay": "1s"}
 PATHS = {"/crm": "crm", "/notify": "notify"}
 EVENTS = 100
 STREAM_S = 12.0
@@ -49,12 +29,19 @@ DOWN_AT_S = 3.0
 DOWN_FOR_S = 4.0
 
 
+def flow(url: str) -> str:
+    ref = {"ref": "{{ steps.shape.ref }}"}
+    return signed_flow("relay", {"id": "shape", "transform": {"ref": "$.id"}},
+                       http_step("crm", f"{url}/crm", ref, timeout="2s", retry=RETRY),
+                       http_step("notify", f"{url}/notify", ref, timeout="2s", retry=RETRY))
+
+
 @pytest.mark.slow
 def test_redis_restart_acknowledged_events_are_all_processed(
     make_stack: Any, own_redis: RedisServer, target: Target, record_property: Any
 ) -> None:
     target.delay = 0.02
-    stack = make_stack("postgres", {"relay": FLOW.format(url=target.url)})
+    stack = make_stack("postgres", {"relay": flow(target.url)})
     stack.start_web()
     for name in ("worker-a", "worker-b"):
         stack.start_worker(name, threads=2)

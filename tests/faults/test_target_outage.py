@@ -19,25 +19,17 @@ import pytest
 from tests.faults.conftest import BACKENDS
 from tests.faults.infra import EventStream, Monitor, TcpProxy
 from tests.faults.oracles import check_side_effects, check_stored, figures, wait_all_terminal
-from tests.support import Target
+from tests.support import Target, http_step, signed_flow
 
-FLOW = """
-id: deliver
-trigger:
-  verify: {{provider: stripe, secret: "${{STRIPE_SECRET}}"}}
-  dedupe: $.id
-steps:
-  - id: push
-    http:
-      url: {url}/push
-      json: {{ref: $.id, n: $.n}}
-      timeout: 2s
-      retry: {{max_attempts: 30, initial: {initial}, max_delay: {max_delay}}}
-"""
 INITIAL_S = 0.2
 MAX_DELAY_S = 1.0
 EVENTS = 20
 DOWN_FOR_S = 4.0
+
+
+def flow(url: str) -> str:
+    return signed_flow("deliver", http_step("push", f"{url}/push", {"ref": "$.id", "n": "$.n"}, timeout="2s",
+                                            retry={"max_attempts": 30, "initial": "200ms", "max_delay": "1s"}))
 
 
 def ceiling(attempt: int) -> float:
@@ -53,9 +45,9 @@ def test_target_down_then_up_runs_back_off_and_complete(
     host, port = target.server.server_address[:2]
     proxy = TcpProxy(str(host), int(port))
     try:
-        flow = FLOW.format(url=f"http://127.0.0.1:{proxy.port}", initial="200ms", max_delay="1s")
         # a short breaker cooldown: the circuit opens during the outage and probes again within a second
-        stack = make_stack(backend, {"deliver": flow}, env={"HOOKLINE_BREAKER_COOLDOWN_S": "1"})
+        stack = make_stack(backend, {"deliver": flow(f"http://127.0.0.1:{proxy.port}")},
+                           env={"HOOKLINE_BREAKER_COOLDOWN_S": "1"})
         stack.start_web(workers=1)
         stack.start_worker("worker", threads=4)
         warmup = EventStream(stack.url, "deliver", 1, 0, make_body=lambda i: {"id": "warmup", "n": -1}).start()
@@ -115,7 +107,7 @@ def test_target_4xx_fails_the_run_at_once_with_the_response_stored(
 ) -> None:
     rejection = {"error": "email is invalid", "field": "email"}
     target.script["/push"] = [(422, rejection)]
-    stack = make_stack(backend, {"deliver": FLOW.format(url=target.url, initial="200ms", max_delay="1s")})
+    stack = make_stack(backend, {"deliver": flow(target.url)})
     stack.start_web(workers=1)
     stack.start_worker("worker", threads=2)
     stream = EventStream(stack.url, "deliver", 5, 0.5).start()

@@ -16,41 +16,24 @@ import pytest
 from tests.faults.conftest import BACKENDS
 from tests.faults.infra import EventStream, Monitor, all_runs, worker_pid
 from tests.faults.oracles import check_side_effects, check_stored, figures, reenqueued, wait_all_terminal
-from tests.support import Target
+from tests.support import Target, http_step, signed_flow
 
-FLOW = """
-id: kill
-trigger:
-  verify: {{provider: stripe, secret: "${{STRIPE_SECRET}}"}}
-  dedupe: $.id
-steps:
-  - id: shape
-    transform: {{ref: $.id, n: $.n}}
-  - id: crm
-    http:
-      url: {url}/crm
-      json: {{ref: "{{{{ steps.shape.ref }}}}"}}
-      timeout: 2s
-      retry: {{max_attempts: 8, initial: 200ms, max_delay: 1s}}
-  - id: ledger
-    http:
-      url: {url}/ledger
-      json: {{ref: "{{{{ steps.shape.ref }}}}", crm: "{{{{ steps.crm.response.json.id }}}}"}}
-      timeout: 2s
-      retry: {{max_attempts: 8, initial: 200ms, max_delay: 1s}}
-  - id: notify
-    http:
-      url: {url}/notify
-      json: {{ref: "{{{{ steps.shape.ref }}}}"}}
-      timeout: 2s
-      retry: {{max_attempts: 8, initial: 200ms, max_delay: 1s}}
-"""
+RETRY = {"max_attempts": 8, "initial": "200ms", "max_delay": "1s"}
 PATHS = {"/crm": "crm", "/ledger": "ledger", "/notify": "notify"}
 EVENTS = 150
 STREAM_S = 15.0
 KILLS = 5
 FIRST_KILL_S = 2.0
 KILL_EVERY_S = 2.4
+
+
+def flow(url: str) -> str:
+    ref = "{{ steps.shape.ref }}"
+    return signed_flow("kill", {"id": "shape", "transform": {"ref": "$.id", "n": "$.n"}},
+                       http_step("crm", f"{url}/crm", {"ref": ref}, timeout="2s", retry=RETRY),
+                       http_step("ledger", f"{url}/ledger", {"ref": ref, "crm": "{{ steps.crm.response.json.id }}"},
+                                 timeout="2s", retry=RETRY),
+                       http_step("notify", f"{url}/notify", {"ref": ref}, timeout="2s", retry=RETRY))
 
 
 def takeover_s(store: Any, run_id: int, killed_at: float) -> float:
@@ -71,7 +54,7 @@ def test_sigkill_storm_loses_nothing_and_repeats_only_interrupted_calls(
     backend: str, make_stack: Any, target: Target, record_property: Any
 ) -> None:
     target.delay = 0.08  # every call takes a moment, so kills land inside steps
-    stack = make_stack(backend, {"kill": FLOW.format(url=target.url)})
+    stack = make_stack(backend, {"kill": flow(target.url)})
     stack.start_web()
     workers = {name: stack.start_worker(name, threads=2) for name in ("worker-0a", "worker-0b", "worker-0c")}
     warmup = EventStream(stack.url, "kill", 1, 0, make_body=lambda i: {"id": "warmup", "n": -1}).start()
