@@ -22,7 +22,7 @@ log = logging.getLogger("hookline.tasks")
 
 
 class QueueStorage(SqliteStorage):  # type: ignore[misc]
-    """Huey's SQLite storage with the run store's durability: WAL and synchronous=NORMAL, no fsync per message.
+    """Huey's SQLite storage in WAL with synchronous=NORMAL: no fsync per message (the run store syncs each commit).
 
     A message is not the record, the committed run is: a process crash loses nothing in WAL mode, and a
     message a power cut takes is re-sent by the reaper. Huey's default (synchronous=FULL) fsyncs every
