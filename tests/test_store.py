@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from engine.model import RunResult, RunStatus, StepResult, StepStatus
 from engine.store import LeaseLost, RunStore
@@ -173,3 +174,16 @@ def test_flow_stats_and_volume(store: RunStore) -> None:
     assert stats["h"]["counts"] == {} and stats["h"]["last_failure"].id == h_failed  # the last failure, however old
     assert stats["idle"] == {"counts": {}, "volume": [0] * 7, "last_failure": None}
     assert store.flow_stats(["g"], since=since, bucket_s=600) == {"g": stats["g"]}  # one flow's page
+
+
+def test_sqlite_store_syncs_every_commit(tmp_path: Path) -> None:
+    """synchronous=FULL: an acknowledged event survives a power cut, not only a process crash (I1)."""
+    from sqlalchemy import text
+
+    store = RunStore(f"sqlite:///{tmp_path}/h.db")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL (NORMAL is 1)
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        store.dispose()
