@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from select import POLLIN, poll
 from typing import Any
 
 from sqlalchemy import (
@@ -46,7 +47,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from engine.destinations import Destination, Limits, Verdict, admit, settle
@@ -219,6 +220,15 @@ _index = Base.metadata.tables["run_index"]
 
 _INSERT_EVENT = insert(_events)
 _INSERT_RUN = insert(_runs)
+_EVENT_COLUMNS = ("flow_id", "received_at", "method", "query", "headers", "body", "content_type")
+_RUN_COLUMNS = ("flow_id", "flow_version", "status", "dedupe_key", "order_key", "created_at", "updated_at", "deliveries")
+_new_event = insert(_events).values({c: bindparam(c, type_=_events.c[c].type) for c in _EVENT_COLUMNS}).returning(
+    _events.c.id).cte("new_event")
+# PostgreSQL: the event and its run in one statement (a data-modifying CTE), one round trip per webhook
+_INSERT_EVENT_AND_RUN = insert(_runs).from_select(
+    [*_RUN_COLUMNS, "event_id"],
+    select(*[bindparam(f"run_{c}", type_=_runs.c[c].type) for c in _RUN_COLUMNS], _new_event.c.id),
+).returning(_runs.c.id)
 _INSERT_INDEX = insert(_index)
 _INSERT_STEPS = insert(_steps)
 _CLAIM = update(_runs).where(
@@ -298,13 +308,51 @@ class RunPage:
     next_cursor: int | None
 
 
+PING_AFTER_IDLE_S = 1.0
+
+
+def _hung_up(dbapi_conn: Any) -> bool:
+    """An idle server connection has nothing to say: readable means closed or terminated by the server."""
+    poller = poll()
+    poller.register(dbapi_conn.fileno(), POLLIN)
+    return bool(poller.poll(0))
+
+
+def _check_on_checkout(engine: Engine) -> None:
+    """Pre-ping without its round trip under load (it cost as much as the commit per ingested event).
+
+    A pooled connection is handed out as is when its socket is quiet and it was in use less than
+    PING_AFTER_IDLE_S ago; otherwise it is pinged. A restart or a cut shows as a readable socket (the
+    server's termination message or EOF) and the pool connects afresh, like pool_pre_ping would.
+    """
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_conn: Any, record: Any) -> None:
+        record.info["hl_used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        stale = time.monotonic() - record.info.get("hl_used_at", 0.0) > PING_AFTER_IDLE_S
+        try:
+            alive = not _hung_up(dbapi_conn) and (not stale or engine.dialect.do_ping(dbapi_conn))
+        except Exception:  # noqa: BLE001 - any failure of the ping means: connect again
+            alive = False
+        if not alive:
+            raise DisconnectionError("the database closed this pooled connection")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An Engine with WAL and busy timeouts on SQLite and pre-ping everywhere (a restarted database heals)."""
+    """An Engine with WAL and busy timeouts on SQLite and a liveness check elsewhere (a restarted database heals)."""
     is_sqlite = url.startswith("sqlite")
-    options: dict[str, Any] = {"json_serializer": _dumps, "pool_pre_ping": not is_sqlite, **kwargs}
+    options: dict[str, Any] = {"json_serializer": _dumps, **kwargs}
     if is_sqlite:
         options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+    else:
+        options.setdefault("pool_use_lifo", True)  # the busiest connections stay warm, spare ones go idle
     engine = create_engine(url, **options)
+    if not is_sqlite:
+        _check_on_checkout(engine)
     if is_sqlite:
 
         @event.listens_for(engine, "connect")
@@ -454,16 +502,18 @@ class RunStore:
         if version not in self._known_versions:
             self.save_flow_version(flow_id, version, source, path)
         try:
+            event = {"flow_id": flow_id, "received_at": now, "method": method, "query": query,
+                     "headers": [list(h) for h in headers], "body": body, "content_type": content_type}
+            run = {"flow_id": flow_id, "flow_version": version, "status": RunStatus.QUEUED.value,
+                   "dedupe_key": dedupe_key, "order_key": order_key, "created_at": now, "updated_at": now,
+                   "deliveries": 1}
             with self._conn() as c:
-                event_id = _inserted_id(c.execute(_INSERT_EVENT, {
-                    "flow_id": flow_id, "received_at": now, "method": method, "query": query,
-                    "headers": [list(h) for h in headers], "body": body, "content_type": content_type,
-                }))
-                run_id = _inserted_id(c.execute(_INSERT_RUN, {
-                    "flow_id": flow_id, "flow_version": version, "event_id": event_id,
-                    "status": RunStatus.QUEUED.value, "dedupe_key": dedupe_key, "order_key": order_key,
-                    "created_at": now, "updated_at": now, "deliveries": 1,
-                }))
+                if self.dialect == "postgresql":
+                    run_id = c.execute(_INSERT_EVENT_AND_RUN,
+                                       {**event, **{f"run_{k}": v for k, v in run.items()}}).scalar_one()
+                else:
+                    event_id = _inserted_id(c.execute(_INSERT_EVENT, event))
+                    run_id = _inserted_id(c.execute(_INSERT_RUN, {**run, "event_id": event_id}))
                 if index:
                     c.execute(_INSERT_INDEX, [{"run_id": run_id, "name": n, "value": v} for n, v in index.items()])
                 return Accepted(run_id, False)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from engine.model import RunResult, RunStatus, StepResult, StepStatus
 from engine.store import LeaseLost, RunStore
@@ -185,5 +190,47 @@ def test_sqlite_store_syncs_every_commit(tmp_path: Path) -> None:
         with store.engine.connect() as conn:
             assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL (NORMAL is 1)
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        store.dispose()
+
+
+def _backend_pid(store: RunStore) -> int:
+    with store.engine.connect() as c:
+        return int(c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+def test_postgres_connection_ended_by_the_server_is_replaced_without_an_error(pg_url: str) -> None:
+    """A restart or a cut ends pooled connections: the next transaction connects afresh, as with pre-ping."""
+    store = RunStore(pg_url)
+    store.create_all()
+    try:
+        first = accept(store, key="before")
+        pid = _backend_pid(store)
+        with create_engine(pg_url, poolclass=NullPool).connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        time.sleep(0.2)  # the server's termination message reaches the idle socket
+        second = accept(store, key="after")  # would raise (and answer 503) on the dead connection
+        assert second != first and _backend_pid(store) != pid
+    finally:
+        store.dispose()
+
+
+def test_postgres_pooled_connection_skips_the_ping_only_while_busy(pg_url: str, monkeypatch: Any) -> None:
+    """Under load no round trip is spent on liveness; a connection idle for a while is pinged first."""
+    store = RunStore(pg_url)
+    store.create_all()
+    pings: list[int] = []
+    real_ping = store.engine.dialect.do_ping
+    monkeypatch.setattr(store.engine.dialect, "do_ping", lambda conn: pings.append(1) or real_ping(conn))
+    try:
+        accept(store, key="warm")
+        pings.clear()
+        for i in range(5):
+            accept(store, key=f"busy-{i}")
+        assert pings == []
+        monkeypatch.setattr("engine.store.PING_AFTER_IDLE_S", 0.05)
+        time.sleep(0.1)
+        accept(store, key="after-idle")
+        assert pings == [1]
     finally:
         store.dispose()
