@@ -11,7 +11,9 @@ dataclasses, never ORM rows. Connection failures become StoreUnavailable.
 from __future__ import annotations
 
 import json
+import random
 import re
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -342,6 +344,34 @@ def _check_on_checkout(engine: Engine) -> None:
             raise DisconnectionError("the database closed this pooled connection")
 
 
+BUSY_TIMEOUT_S = 30.0
+_BUSY_PAUSE_MAX_S = 0.002
+
+
+def _begin_immediate(dbapi_conn: Any) -> None:
+    """Take SQLite's write lock, retrying every 0.1-2 ms (jittered) for up to BUSY_TIMEOUT_S.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts: under steady writes a
+    request that loses a few times sleeps long after the lock is free again (p99 ack of ~900 ms at
+    500 webhooks/s, with commits that take 0.3 ms).
+    """
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.0001
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            time.sleep(random.uniform(pause / 2, pause))
+            pause = min(pause * 2, _BUSY_PAUSE_MAX_S)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An Engine with WAL and busy timeouts on SQLite and a liveness check elsewhere (a restarted database heals)."""
     is_sqlite = url.startswith("sqlite")
@@ -365,14 +395,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # survive a power cut, not only a process crash (NORMAL would roll the last commits back)
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
             # Writers take the lock up front: a deferred transaction that upgrades to a write
             # lock fails with SQLITE_BUSY instead of waiting for the busy timeout.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("hl_write") else "BEGIN")
+            if conn.get_execution_options().get("hl_write"):
+                _begin_immediate(conn.connection.dbapi_connection)
+            else:
+                conn.exec_driver_sql("BEGIN")
 
     return engine
 

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from engine.errors import StoreUnavailable
 from engine.model import RunResult, RunStatus, StepResult, StepStatus
 from engine.store import LeaseLost, RunStore
 
@@ -234,3 +236,49 @@ def test_postgres_pooled_connection_skips_the_ping_only_while_busy(pg_url: str, 
         assert pings == [1]
     finally:
         store.dispose()
+
+
+def _hold_write_lock(path: str, seconds: float) -> threading.Thread:
+    """Another process's writer, as SQLite sees it: a second connection holding the write lock."""
+    import sqlite3
+
+    held = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    return thread
+
+
+def test_sqlite_writer_waits_for_the_write_lock_then_commits(sqlite_url: str) -> None:
+    store = RunStore(sqlite_url)
+    store.create_all()
+    holder = _hold_write_lock(sqlite_url.removeprefix("sqlite:///"), 0.4)
+    started = time.monotonic()
+    run_id = accept(store, key="waited")
+    assert time.monotonic() - started >= 0.3  # it waited for the lock rather than failing
+    holder.join()
+    assert store.get_run(run_id) is not None
+    store.dispose()
+
+
+def test_sqlite_writer_gives_up_after_the_busy_timeout_with_a_clear_error(sqlite_url: str, monkeypatch: Any) -> None:
+    store = RunStore(sqlite_url)
+    store.create_all()
+    monkeypatch.setattr("engine.store.BUSY_TIMEOUT_S", 0.2)
+    holder = _hold_write_lock(sqlite_url.removeprefix("sqlite:///"), 1.0)
+    try:
+        with pytest.raises(StoreUnavailable, match="database unavailable: database is locked"):
+            accept(store, key="refused")
+    finally:
+        holder.join()
+    assert accept(store, key="refused") > 0  # nothing half-written blocks the retry
+    store.dispose()

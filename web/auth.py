@@ -75,6 +75,12 @@ class SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or _https()
 
+    def open_session(self, app: Flask, request: Any) -> Any:
+        """Providers carry no session: webhooks get Flask's null session, not a cookie check each."""
+        if request.path.startswith("/hooks/"):
+            return None
+        return super().open_session(app, request)
+
 
 def _guard() -> Any:
     """Runs before every request: open paths, then Bearer, then login, then CSRF."""
