@@ -2,9 +2,9 @@
 
 Run under the same gunicorn command line as `hookline web` (bench.common.gunicorn_args) with
 ``bench.baseline_ingest:create_app()``. Same database and queue settings as the engine (SQLite WAL,
-synchronous=FULL, BEGIN IMMEDIATE, a queue file with synchronous=NORMAL; PostgreSQL through psycopg 3)
-but no verification, no dedupe, no header storage and no pool pre-ping: the least a durable receiver
-can do.
+synchronous=FULL, BEGIN IMMEDIATE taken with the engine's short retries (engine.store.begin_immediate),
+a queue file with synchronous=NORMAL; PostgreSQL through psycopg 3) but no verification, no dedupe,
+no header storage and no liveness check on pooled connections: the least a durable receiver can do.
 Environment: BENCH_DB_URL, BENCH_REDIS_URL (Redis queue) or BENCH_QUEUE_PATH (SQLite queue).
 """
 
@@ -20,6 +20,8 @@ from huey import Huey, RedisHuey
 from huey.storage import SqliteStorage
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, create_engine, event
 from sqlalchemy.engine import Engine
+
+from engine.store import begin_immediate
 
 metadata = MetaData()
 raw_events = Table(
@@ -47,7 +49,7 @@ def make_db(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            begin_immediate(conn.connection.dbapi_connection)
 
     return engine
 

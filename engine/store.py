@@ -348,7 +348,7 @@ BUSY_TIMEOUT_S = 30.0
 _BUSY_PAUSE_MAX_S = 0.002
 
 
-def _begin_immediate(dbapi_conn: Any) -> None:
+def begin_immediate(dbapi_conn: Any) -> None:
     """Take SQLite's write lock, retrying every 0.1-2 ms (jittered) for up to BUSY_TIMEOUT_S.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts: under steady writes a
@@ -403,7 +403,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # Writers take the lock up front: a deferred transaction that upgrades to a write
             # lock fails with SQLITE_BUSY instead of waiting for the busy timeout.
             if conn.get_execution_options().get("hl_write"):
-                _begin_immediate(conn.connection.dbapi_connection)
+                begin_immediate(conn.connection.dbapi_connection)
             else:
                 conn.exec_driver_sql("BEGIN")
 
