@@ -45,6 +45,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -131,8 +132,13 @@ class RunRow(Base):
         Index("ix_runs_flow_status_id", "flow_id", "status", "id"),
         Index("ix_runs_created_at", "created_at"),
         Index("ix_runs_flow_created", "flow_id", "created_at"),
-        Index("ix_runs_order", "flow_id", "order_key", "id"),
-        Index("ix_runs_parent", "parent_run_id"),
+        # partial: most runs have neither an order key nor a parent, and every index entry is a page
+        # written (and synced) at ingest; the queries on them (order_by blockers, replay children)
+        # compare the column with a value, which implies IS NOT NULL on both databases
+        Index("ix_runs_order", "flow_id", "order_key", "id", sqlite_where=text("order_key IS NOT NULL"),
+              postgresql_where=text("order_key IS NOT NULL")),
+        Index("ix_runs_parent", "parent_run_id", sqlite_where=text("parent_run_id IS NOT NULL"),
+              postgresql_where=text("parent_run_id IS NOT NULL")),
         Index("ix_runs_dedupe_key", "dedupe_key"),
     )
 

@@ -230,3 +230,26 @@ def make_stack(request: Any, tmp_path: Path, flows: dict[str, str], env: dict[st
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             print(stack.logs())
+
+
+def query_plans(store: Any, call: Any) -> list[tuple[str, str]]:
+    """(statement, EXPLAIN QUERY PLAN) of every SELECT on runs that ``call`` makes (a SQLite RunStore)."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, _context: Any, _many: bool) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and "FROM runs" in sql:
+            seen.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    raw = store.engine.raw_connection()
+    try:
+        return [(sql, " | ".join(r[3] for r in raw.cursor().execute("EXPLAIN QUERY PLAN " + sql, params)))
+                for sql, params in seen]
+    finally:
+        raw.close()
