@@ -389,7 +389,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, **options)
     if not is_sqlite:
         _check_on_checkout(engine)
-    if is_sqlite:
+    else:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -541,18 +541,18 @@ class RunStore:
         if version not in self._known_versions:
             self.save_flow_version(flow_id, version, source, path)
         try:
-            event = {"flow_id": flow_id, "received_at": now, "method": method, "query": query,
-                     "headers": [list(h) for h in headers], "body": body, "content_type": content_type}
-            run = {"flow_id": flow_id, "flow_version": version, "status": RunStatus.QUEUED.value,
-                   "dedupe_key": dedupe_key, "order_key": order_key, "created_at": now, "updated_at": now,
-                   "deliveries": 1}
+            event_values = {"flow_id": flow_id, "received_at": now, "method": method, "query": query,
+                            "headers": [list(h) for h in headers], "body": body, "content_type": content_type}
+            run_values = {"flow_id": flow_id, "flow_version": version, "status": RunStatus.QUEUED.value,
+                          "dedupe_key": dedupe_key, "order_key": order_key, "created_at": now, "updated_at": now,
+                          "deliveries": 1}
             with self._conn() as c:
                 if self.dialect == "postgresql":
-                    run_id = c.execute(_INSERT_EVENT_AND_RUN,
-                                       {**event, **{f"run_{k}": v for k, v in run.items()}}).scalar_one()
+                    both = {**event_values, **{f"run_{k}": v for k, v in run_values.items()}}
+                    run_id = c.execute(_INSERT_EVENT_AND_RUN, both).scalar_one()
                 else:
-                    event_id = _inserted_id(c.execute(_INSERT_EVENT, event))
-                    run_id = _inserted_id(c.execute(_INSERT_RUN, {**run, "event_id": event_id}))
+                    event_id = _inserted_id(c.execute(_INSERT_EVENT, event_values))
+                    run_id = _inserted_id(c.execute(_INSERT_RUN, {**run_values, "event_id": event_id}))
                 if index:
                     c.execute(_INSERT_INDEX, [{"run_id": run_id, "name": n, "value": v} for n, v in index.items()])
                 return Accepted(run_id, False)
