@@ -383,13 +383,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     is_sqlite = url.startswith("sqlite")
     options: dict[str, Any] = {"json_serializer": _dumps, **kwargs}
     if is_sqlite:
-        options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        options.setdefault("connect_args", {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
     else:
         options.setdefault("pool_use_lifo", True)  # the busiest connections stay warm, spare ones go idle
     engine = create_engine(url, **options)
-    if not is_sqlite:
-        _check_on_checkout(engine)
-    else:
+    if is_sqlite:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -413,6 +411,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             else:
                 conn.exec_driver_sql("BEGIN")
 
+    else:
+        _check_on_checkout(engine)
     return engine
 
 
