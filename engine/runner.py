@@ -9,6 +9,7 @@ each step's result is committed before the next step starts (I7).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -60,15 +61,20 @@ def redact(value: Any, secrets: Mapping[str, str]) -> Any:
     Secrets also reach records encoded: percent-encoded in URLs and form bodies, escaped in JSON
     bodies. Each of those forms is replaced too.
     """
+    pairs = _redaction_pairs(tuple(secrets.items()))
+    return _redact(value, pairs) if pairs else value
+
+
+@functools.lru_cache(maxsize=256)
+def _redaction_pairs(secrets: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """(encoded secret, ``${NAME}``), longest first; the same few secrets recur in every run and step."""
     pairs: dict[str, str] = {}
-    for name, secret in secrets.items():
+    for name, secret in secrets:
         if not secret:
             continue
         for form in _encoded_forms(secret):
             pairs.setdefault(form, f"${{{name}}}")
-    if not pairs:
-        return value
-    return _redact(value, sorted(pairs.items(), key=lambda p: -len(p[0])))
+    return sorted(pairs.items(), key=lambda p: -len(p[0]))
 
 
 def _encoded_forms(secret: str) -> set[str]:

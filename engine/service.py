@@ -67,6 +67,9 @@ class _StoreRecorder:
     next step starts (I7): at once, or, when no step follows (the last step, or a failure), together
     with the run's outcome (one transaction fewer per run). A crash can repeat at most the
     one call whose result was not committed, with the same Idempotency-Key (I6).
+
+    A fresh run is claimed lazily (``claim_at``): the first write takes it, so a run whose pure steps
+    lead to one call commits twice (start, outcome), not three times.
     """
 
     store: RunStore
@@ -75,6 +78,7 @@ class _StoreRecorder:
     lease_s: float
     default_timeout: float
     last_index: int
+    claim_at: float | None = None  # a lazy claim: the first write takes the run (then None)
     pending: list[StepResult] = field(default_factory=list)
     started: set[tuple[str, int]] = field(default_factory=set)
     completed: StepResult | None = None
@@ -91,9 +95,9 @@ class _StoreRecorder:
             self.run_id, self.owner,
             StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
                        idempotency_key=idempotency_key),
-            self._until(step), earlier=self.pending,
+            self._until(step), earlier=self.pending, claim_at=self.claim_at,
         )
-        self.pending = []
+        self.pending, self.claim_at = [], None
         self.started.add((step.id, attempt))
 
     def step_finished(self, result: StepResult) -> None:
@@ -105,8 +109,9 @@ class _StoreRecorder:
             self.store.step_finished(self.run_id, self.owner, result, self._until())
 
     def finish(self, result: RunResult) -> None:
-        self.store.finish(self.run_id, self.owner, result, steps=self.pending, completed=self.completed)
-        self.pending, self.completed = [], None
+        self.store.finish(self.run_id, self.owner, result, steps=self.pending, completed=self.completed,
+                          claim_at=self.claim_at)
+        self.pending, self.completed, self.claim_at = [], None, None
 
 
 class _StoreGate:
@@ -275,24 +280,25 @@ class Service:
 
     def execute_run(self, run_id: int) -> RunStatus | None:
         """Claim and run; None when another worker has it, it is finished, or it must wait its turn."""
-        claim = self.store.claim(run_id, self.owner, self.settings.lease_s)
+        claim = self.store.claim(run_id, self.owner, self.settings.lease_s, lazy=True)
         if claim is None:
             return None
         run = claim.run
         try:
-            flow = self.flow_version(run.flow_version, claim.source, claim.path)
-        except FlowInvalid as exc:
-            result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
-            self.store.finish(run_id, self.owner, result)
-            return result.status
-        done = {r.step_id: r for r in claim.steps if r.status.done}
-        attempts: dict[str, int] = {}
-        for r in claim.steps:
-            attempts[r.step_id] = max(attempts.get(r.step_id, 0), r.attempt)
-        recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s, self.settings.http_timeout_s,
-                                  last_index=len(flow.steps) - 1)
-        info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
-        try:
+            try:
+                flow = self.flow_version(run.flow_version, claim.source, claim.path)
+            except FlowInvalid as exc:
+                result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
+                self.store.finish(run_id, self.owner, result, claim_at=claim.claim_at)
+                return result.status
+            done = {r.step_id: r for r in claim.steps if r.status.done}
+            attempts: dict[str, int] = {}
+            for r in claim.steps:
+                attempts[r.step_id] = max(attempts.get(r.step_id, 0), r.attempt)
+            recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s,
+                                      self.settings.http_timeout_s, last_index=len(flow.steps) - 1,
+                                      claim_at=claim.claim_at)
+            info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
             result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,
                               env=self.env, done=done, attempts=attempts, options=self.options, gate=self.gate)
             recorder.finish(result)

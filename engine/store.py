@@ -259,6 +259,13 @@ _DUPLICATE_OF = update(_runs).where(
     _runs.c.flow_id == bindparam("b_flow"), _runs.c.dedupe_key == bindparam("b_key"),
 ).values(deliveries=_runs.c.deliveries + 1).returning(_runs.c.id)
 _RUN_BY_ID = update(_runs).where(_runs.c.id == bindparam("b_id"))
+# a lazy claim: a fresh run with its event and flow source in one read; the first write takes it if still queued
+_EVENT_FIELDS = ("received_at", "method", "query", "headers", "body", "content_type")
+_FRESH_RUN = select(_runs, *[_events.c[f].label(f"ev_{f}") for f in _EVENT_FIELDS], _versions.c.source,
+                    _versions.c.path).select_from(
+    _runs.join(_events, _events.c.id == _runs.c.event_id).join(_versions, _versions.c.version == _runs.c.flow_version)
+).where(_runs.c.id == bindparam("b_id"))
+_CLAIM_QUEUED = update(_runs).where(_runs.c.id == bindparam("b_id"), _runs.c.status == RunStatus.QUEUED.value)
 _LEASED = update(_runs).where(_runs.c.id == bindparam("b_id"), _runs.c.lease_owner == bindparam("b_owner"),
                               _runs.c.status == RunStatus.RUNNING.value)
 _STEPS_OF = select(_steps).where(_steps.c.run_id == bindparam("b_run")).order_by(_steps.c.id)
@@ -301,13 +308,18 @@ class Accepted:
 
 @dataclass
 class Claim:
-    """A run this worker now owns, with all it needs to continue."""
+    """A run this worker now owns, with all it needs to continue.
+
+    ``claim_at`` is set when the run was only read (a lazy claim of a fresh run): the first write
+    passes it on and takes the run then, or finds it taken and raises LeaseLost.
+    """
 
     run: RunRecord
     event: EventRecord
     source: str
     path: str
     steps: list[StepResult]
+    claim_at: float | None = None
 
 
 @dataclass
@@ -396,7 +408,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file: pruning shrinks it
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is synced at every commit, so an acknowledged event (I1) and a recorded step (I5)
-            # survive a power cut, not only a process crash (NORMAL would roll the last commits back)
+            # survive a power cut, not only a process crash (NORMAL would roll the last commits back).
+            # Only RunStore._conn(durable=False) commits with NORMAL (set at its BEGIN, above).
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
@@ -406,7 +419,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _on_begin(conn: Any) -> None:
             # Writers take the lock up front: a deferred transaction that upgrades to a write
             # lock fails with SQLITE_BUSY instead of waiting for the busy timeout.
-            if conn.get_execution_options().get("hl_write"):
+            options = conn.get_execution_options()
+            if options.get("hl_write"):
+                # the sync level is per connection and can only change between transactions
+                level = "FULL" if options.get("hl_durable", True) else "NORMAL"
+                info = conn.connection.info
+                if info.get("hl_sync") != level:
+                    conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={level}")
+                    info["hl_sync"] = level
                 begin_immediate(conn.connection.dbapi_connection)
             else:
                 conn.exec_driver_sql("BEGIN")
@@ -448,6 +468,7 @@ class RunStore:
         self.engine = make_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self._writer = self.engine.execution_options(hl_write=True)
+        self._lax_writer = self.engine.execution_options(hl_write=True, hl_durable=False)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self._writer, expire_on_commit=False)
         self._known_versions: set[str] = set()
@@ -475,9 +496,16 @@ class RunStore:
             yield session
 
     @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        """A Core write transaction for the hot path (ingest and execution): prebuilt statements only."""
-        with self._unavailable(), self._writer.begin() as conn:
+    def _conn(self, durable: bool = True) -> Iterator[Connection]:
+        """A Core write transaction for the hot path (ingest and execution): prebuilt statements only.
+
+        ``durable=False`` commits without waiting for the disk (SQLite synchronous=NORMAL, PostgreSQL
+        synchronous_commit=off): a process crash keeps it, a power cut or a database crash may drop it,
+        never a later durable commit. Only for what the next durable commit would make good.
+        """
+        with self._unavailable(), (self._writer if durable else self._lax_writer).begin() as conn:
+            if not durable and self.dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield conn
 
     def create_all(self) -> None:
@@ -565,9 +593,30 @@ class RunStore:
 
     # --- execution (I4, I5, I7, I8) ----------------------------------------------------------
 
-    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None) -> Claim | None:
-        """Take the run if it is runnable and not leased; None when someone else has it or it is done."""
+    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None,
+              lazy: bool = False) -> Claim | None:
+        """Take the run if it is runnable and not leased; None when someone else has it or it is done.
+
+        ``lazy``: a fresh run (queued, no order key) is only read, and taken by the first write that
+        passes ``claim.claim_at`` (one commit fewer per run: its pure steps need no lease). Two workers
+        may then both read it; one write wins, the other gets LeaseLost and has written nothing.
+        """
         now = time.time() if now is None else now
+        if lazy:
+            with self._unavailable(), self.engine.begin() as c:
+                row = c.execute(_FRESH_RUN, {"b_id": run_id}).first()
+                if row is None or RunStatus(row.status) in TERMINAL:  # a late duplicate message: no write lock
+                    return None
+                if row.status == RunStatus.QUEUED.value and row.order_key is None:
+                    # only a replay's run starts with steps (copied from its parent, all done)
+                    steps = c.execute(_STEPS_OF, {"b_run": run_id}).all() if row.parent_run_id is not None else []
+                    if not any(r.status == StepStatus.RUNNING.value for r in steps):
+                        event = EventRecord(id=row.event_id, flow_id=row.flow_id, received_at=row.ev_received_at,
+                                            method=row.ev_method, query=row.ev_query,
+                                            headers=[(k, v) for k, v in row.ev_headers], body=bytes(row.ev_body),
+                                            content_type=row.ev_content_type)
+                        return Claim(_run_record(row), event, row.source, row.path, [_step_result(r) for r in steps],
+                                     claim_at=now)
         with self._conn() as c:
             row = c.execute(_CLAIM, {"b_id": run_id, "b_now": now, "b_soon": now + 0.5, "b_owner": owner,
                                      "b_until": now + lease_s}).first()
@@ -590,17 +639,32 @@ class RunStore:
             return Claim(_run_record(row), _event_record(ev), ev.source, ev.path, [_step_result(r) for r in steps])
 
     @staticmethod
-    def _renew(c: Connection, run_id: int, owner: str, lease_until: float, step_id: str) -> None:
-        res = c.execute(_LEASED, {"b_id": run_id, "b_owner": owner, "lease_expires_at": lease_until,
-                                  "updated_at": time.time(), "current_step": step_id})
+    def _leased(c: Connection, run_id: int, owner: str, values: dict[str, Any], claim_at: float | None) -> None:
+        """Update the run if it is leased to ``owner`` (or, with ``claim_at``, take it if still queued)."""
+        if claim_at is None:
+            res = c.execute(_LEASED, {"b_id": run_id, "b_owner": owner, **values})
+        else:
+            res = c.execute(_CLAIM_QUEUED, {"b_id": run_id, "started_at": claim_at, "lease_owner": owner,
+                                            "reason": None, "status": RunStatus.RUNNING.value, **values})
         if res.rowcount != 1:
-            raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
+            raise LeaseLost(f"run {run_id} is no longer leased to {owner}" if claim_at is None
+                            else f"run {run_id} was taken by another worker")
+
+    def _renew(self, c: Connection, run_id: int, owner: str, lease_until: float, step_id: str,
+               claim_at: float | None = None) -> None:
+        self._leased(c, run_id, owner, {"lease_expires_at": lease_until, "updated_at": time.time(),
+                                        "current_step": step_id}, claim_at)
 
     def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float,
-                     earlier: Sequence[StepResult] = ()) -> None:
-        """Record a step with side effects as running (and the pure steps finished before it) in one commit."""
-        with self._conn() as c:
-            self._renew(c, run_id, owner, lease_until, result.step_id)
+                     earlier: Sequence[StepResult] = (), claim_at: float | None = None) -> None:
+        """Record a step with side effects as running (and the pure steps finished before it) in one commit.
+
+        Not durable (see _conn): lost only to a power cut or a database crash, and then the call is made
+        again as a first attempt with the same Idempotency-Key, as after any crash during a call. The
+        results that must stay (I5) are committed durably: step_finished and finish.
+        """
+        with self._conn(durable=False) as c:
+            self._renew(c, run_id, owner, lease_until, result.step_id, claim_at)
             c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in (*earlier, result)])
 
     def step_finished(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
@@ -618,7 +682,8 @@ class RunStore:
             c.execute(_INSERT_STEPS, [values])
 
     def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None,
-               steps: Sequence[StepResult] = (), completed: StepResult | None = None) -> None:
+               steps: Sequence[StepResult] = (), completed: StepResult | None = None,
+               claim_at: float | None = None) -> None:
         """Record the run's outcome (terminal, or WAITING with its next attempt time) and release the lease,
         with any step results not yet written (``steps``) and the result of the last step's `running`
         attempt (``completed``), in one commit."""
@@ -637,8 +702,7 @@ class RunStore:
                 c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in steps])
             if completed is not None:
                 self._complete(c, run_id, completed)
-            if c.execute(_LEASED, {"b_id": run_id, "b_owner": owner, **values}).rowcount != 1:
-                raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
+            self._leased(c, run_id, owner, values, claim_at)
 
     def release(self, run_id: int, owner: str, reason: str) -> None:
         """Give a claimed run back (e.g. the database hiccuped mid-run): it becomes waiting, retried by the reaper."""

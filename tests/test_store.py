@@ -93,6 +93,79 @@ def test_finish_and_terminal_runs_cannot_be_claimed(store: RunStore) -> None:
     assert detail is not None and detail.run.status is RunStatus.SUCCEEDED and detail.steps[0].output == {"a": 1}
 
 
+def test_lazy_claim_reads_a_fresh_run_and_its_first_write_takes_it(store: RunStore) -> None:
+    """Two workers may read one fresh run; the first write wins, the loser writes nothing (I5, I6)."""
+    run_id = accept(store)
+    a = store.claim(run_id, "w1", lease_s=30, now=1000.0, lazy=True)
+    b = store.claim(run_id, "w2", lease_s=30, now=1001.0, lazy=True)
+    assert a is not None and b is not None and a.claim_at == 1000.0 and a.event.body == b'{"id": 1}'
+    assert a.source == "steps: []" and a.steps == []
+    assert store.get_run(run_id).run.status is RunStatus.QUEUED  # type: ignore[union-attr]  # only read
+    call = StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0, idempotency_key="k")
+    store.step_started(run_id, "w1", call, lease_until=9e12, earlier=[StepResult("t", StepStatus.SUCCEEDED)],
+                       claim_at=a.claim_at)
+    with pytest.raises(LeaseLost, match="taken by another worker"):
+        store.step_started(run_id, "w2", call, lease_until=9e12, earlier=[StepResult("t", StepStatus.SUCCEEDED)],
+                           claim_at=b.claim_at)
+    detail = store.get_run(run_id)
+    assert detail is not None and detail.run.status is RunStatus.RUNNING and detail.run.lease_owner == "w1"
+    assert detail.run.started_at == 1000.0 and [s.step_id for s in detail.steps] == ["t", "call"]
+    assert store.claim(run_id, "w3", lease_s=30, now=time.time(), lazy=True) is None  # leased now
+
+
+def test_lazy_claim_of_a_run_that_ends_at_once(store: RunStore) -> None:
+    run_id = accept(store)
+    claim = store.claim(run_id, "w1", lease_s=30, now=1000.0, lazy=True)
+    assert claim is not None
+    store.finish(run_id, "w1", RunResult(RunStatus.FILTERED), now=1000.5,
+                 steps=[StepResult("only_paid", StepStatus.FILTERED)], claim_at=claim.claim_at)
+    record = store.get_run_record(run_id)
+    assert record is not None and record.status is RunStatus.FILTERED and record.lease_owner is None
+    assert (record.started_at, record.finished_at) == (1000.0, 1000.5)
+    with pytest.raises(LeaseLost):  # a second reader finds it done
+        store.finish(run_id, "w2", RunResult(RunStatus.SUCCEEDED), claim_at=1000.2)
+
+
+def test_only_a_step_start_commits_without_waiting_for_the_disk(store: RunStore) -> None:
+    """I1 and I5 survive a power cut: acceptance, results and outcomes are synced; a step's start is not."""
+    from sqlalchemy import event
+
+    levels: list[str] = []
+
+    def on_commit(conn: Any) -> None:
+        raw = conn.connection.dbapi_connection
+        if store.dialect == "sqlite":
+            levels.append({1: "lax", 2: "durable"}[raw.execute("PRAGMA synchronous").fetchone()[0]])
+        else:
+            levels.append({"off": "lax", "on": "durable"}[raw.execute("SHOW synchronous_commit").fetchone()[0]])
+
+    event.listen(store.engine, "commit", on_commit)
+    run_id = accept(store)
+    claim = store.claim(run_id, "w1", lease_s=30, lazy=True)
+    assert claim is not None
+    del levels[1:]  # the claim's read
+    call = StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0, idempotency_key="k")
+    store.step_started(run_id, "w1", call, lease_until=9e12, claim_at=claim.claim_at)
+    store.step_finished(run_id, "w1", StepResult("call", StepStatus.SUCCEEDED, 1), lease_until=9e12)
+    store.step_started(run_id, "w1", StepResult("next", StepStatus.RUNNING, 1), lease_until=9e12)
+    store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED), completed=StepResult("next", StepStatus.SUCCEEDED, 1))
+    accept(store, key="k2")
+    assert levels == ["durable", "lax", "durable", "lax", "durable", "durable"]
+
+
+def test_lazy_claim_leases_at_once_what_is_not_fresh(store: RunStore) -> None:
+    """Ordered runs (their blocker is checked under the lock) and runs already started are claimed as before."""
+    ordered = accept(store, key="o", order="cust-1")
+    claim = store.claim(ordered, "w1", lease_s=30, now=1000.0, lazy=True)
+    assert claim is not None and claim.claim_at is None and claim.run.lease_owner == "w1"
+    retried = accept(store, key="r")
+    store.claim(retried, "w1", lease_s=30, now=1000.0)
+    store.finish(retried, "w1", RunResult(RunStatus.WAITING, next_attempt_at=1100.0), now=1000.0)
+    claim = store.claim(retried, "w2", lease_s=30, now=1100.0, lazy=True)
+    assert claim is not None and claim.claim_at is None and claim.run.lease_owner == "w2"
+    assert store.claim(retried, "w3", lease_s=30, now=1100.0, lazy=True) is None
+
+
 def test_waiting_runs_are_not_claimed_before_their_time(store: RunStore) -> None:
     run_id = accept(store)
     store.claim(run_id, "w1", lease_s=30, now=1000.0)
