@@ -61,15 +61,14 @@ def _compile(version: str, source: str, path: str) -> Flow:
 class _StoreRecorder:
     """Backs the runner's Recorder with the store, renewing the lease at every write.
 
-    Results of steps without side effects (filter, transform) are pure and cheap to recompute, so they
-    are committed together with the next write: the start of the next step with side effects, or the
-    run's outcome. A step with side effects commits its start before it runs and its result before the
-    next step starts (I7): at once, or, when no step follows (the last step, or a failure), together
-    with the run's outcome (one transaction fewer per run). A crash can repeat at most the
-    one call whose result was not committed, with the same Idempotency-Key (I6).
+    A step with side effects commits its start before it runs (not synced to disk: RunStore.step_started),
+    and its result before the next step with side effects starts (I7), in the same transaction as that
+    start, or, when none follows, as the run's outcome. Results of pure steps (filter, transform) ride
+    with the next write too: they are cheap to recompute. A crash can repeat at most the one call whose
+    result was not committed, with the same Idempotency-Key (I6).
 
-    A fresh run is claimed lazily (``claim_at``): the first write takes it, so a run whose pure steps
-    lead to one call commits twice (start, outcome), not three times.
+    A fresh run is claimed lazily (``claim_at``): the first write takes it. So a run with N calls
+    commits N + 1 times (a one-call run: start, outcome), and only the first of those skips the flush.
     """
 
     store: RunStore
@@ -77,7 +76,6 @@ class _StoreRecorder:
     owner: str
     lease_s: float
     default_timeout: float
-    last_index: int
     claim_at: float | None = None  # a lazy claim: the first write takes the run (then None)
     pending: list[StepResult] = field(default_factory=list)
     started: set[tuple[str, int]] = field(default_factory=set)
@@ -88,25 +86,20 @@ class _StoreRecorder:
         return time.time() + self.lease_s + timeout
 
     def step_started(self, step: Step, attempt: int, started_at: float, idempotency_key: str) -> None:
-        if self.completed is not None:  # a step followed after all: its predecessor's result goes first (I7)
-            self.store.step_finished(self.run_id, self.owner, self.completed, self._until())
-            self.completed = None
         self.store.step_started(
             self.run_id, self.owner,
             StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
                        idempotency_key=idempotency_key),
-            self._until(step), earlier=self.pending, claim_at=self.claim_at,
+            self._until(step), earlier=self.pending, completed=self.completed, claim_at=self.claim_at,
         )
-        self.pending, self.claim_at = [], None
+        self.pending, self.completed, self.claim_at = [], None, None
         self.started.add((step.id, attempt))
 
     def step_finished(self, result: StepResult) -> None:
-        if (result.step_id, result.attempt) not in self.started:
-            self.pending.append(result)
-        elif result.position == self.last_index or result.status is not StepStatus.SUCCEEDED:
-            self.completed = result  # the run ends here: committed with its outcome
+        if (result.step_id, result.attempt) in self.started:
+            self.completed = result  # its `running` row is completed by the next write
         else:
-            self.store.step_finished(self.run_id, self.owner, result, self._until())
+            self.pending.append(result)
 
     def finish(self, result: RunResult) -> None:
         self.store.finish(self.run_id, self.owner, result, steps=self.pending, completed=self.completed,
@@ -296,8 +289,7 @@ class Service:
             for r in claim.steps:
                 attempts[r.step_id] = max(attempts.get(r.step_id, 0), r.attempt)
             recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s,
-                                      self.settings.http_timeout_s, last_index=len(flow.steps) - 1,
-                                      claim_at=claim.claim_at)
+                                      self.settings.http_timeout_s, claim_at=claim.claim_at)
             info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
             result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,
                               env=self.env, done=done, attempts=attempts, options=self.options, gate=self.gate)

@@ -650,28 +650,22 @@ class RunStore:
             raise LeaseLost(f"run {run_id} is no longer leased to {owner}" if claim_at is None
                             else f"run {run_id} was taken by another worker")
 
-    def _renew(self, c: Connection, run_id: int, owner: str, lease_until: float, step_id: str,
-               claim_at: float | None = None) -> None:
-        self._leased(c, run_id, owner, {"lease_expires_at": lease_until, "updated_at": time.time(),
-                                        "current_step": step_id}, claim_at)
-
     def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float,
-                     earlier: Sequence[StepResult] = (), claim_at: float | None = None) -> None:
-        """Record a step with side effects as running (and the pure steps finished before it) in one commit.
+                     earlier: Sequence[StepResult] = (), completed: StepResult | None = None,
+                     claim_at: float | None = None) -> None:
+        """Record a step with side effects as running, in one commit with what came before it: the result
+        of the previous call (``completed``, its `running` row) and the pure steps since (``earlier``).
 
-        Not durable (see _conn): lost only to a power cut or a database crash, and then the call is made
-        again as a first attempt with the same Idempotency-Key, as after any crash during a call. The
-        results that must stay (I5) are committed durably: step_finished and finish.
+        Synced to disk only when it carries a result (I5). A start alone is not (see _conn): only a power
+        cut or a database crash can drop it, and then the call is made again as a first attempt with the
+        same Idempotency-Key, as after any crash during a call.
         """
-        with self._conn(durable=False) as c:
-            self._renew(c, run_id, owner, lease_until, result.step_id, claim_at)
+        with self._conn(durable=completed is not None) as c:
+            self._leased(c, run_id, owner, {"lease_expires_at": lease_until, "updated_at": time.time(),
+                                            "current_step": result.step_id}, claim_at)
+            if completed is not None:
+                self._complete(c, run_id, completed)
             c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in (*earlier, result)])
-
-    def step_finished(self, run_id: int, owner: str, result: StepResult, lease_until: float) -> None:
-        """Complete the attempt's `running` row (or insert the result when it has none) and renew the lease."""
-        with self._conn() as c:
-            self._renew(c, run_id, owner, lease_until, result.step_id)
-            self._complete(c, run_id, result)
 
     @staticmethod
     def _complete(c: Connection, run_id: int, result: StepResult) -> None:

@@ -30,8 +30,8 @@ def fill(store: RunStore, n: int, *, age_days: float, status: RunStatus, body_kb
                               headers=[], body=os.urandom(body_kb * 512).hex().encode(), content_type="",
                               dedupe_key=None, now=now).run_id
         store.claim(run_id, "w", lease_s=9e9, now=now)
-        store.step_finished(run_id, "w", StepResult("s", StepStatus.SUCCEEDED, output={"i": i}), lease_until=9e12)
-        store.finish(run_id, "w", RunResult(status), now=now)
+        store.finish(run_id, "w", RunResult(status), now=now,
+                     steps=[StepResult("s", StepStatus.SUCCEEDED, output={"i": i})])
         ids.append(run_id)
     return ids
 

@@ -207,9 +207,9 @@ def test_flow_edits_do_not_change_runs_in_progress(make_service: Any, db_url: st
 def test_each_result_is_committed_before_the_next_step_and_the_last_with_the_outcome(
         make_service: Any, db_url: str, target: Target) -> None:
     """I7 as an operator sees it, from another connection: while `notify` is being called, `create`
-    is recorded succeeded and `notify` running. The run is taken by its first write and the last step's
-    result shares the outcome's commit: 4 write transactions per run (create started, create result,
-    notify started, outcome)."""
+    is recorded succeeded and `notify` running. The run is taken by its first write, each result shares
+    the next write's commit: 3 write transactions per run (create started, create result + notify
+    started, notify result + outcome)."""
     from sqlalchemy import event
 
     from engine.store import RunStore
@@ -236,7 +236,7 @@ def test_each_result_is_committed_before_the_next_step_and_the_last_with_the_out
     detail = svc.store.get_run(run_id)
     assert detail.run.status is RunStatus.SUCCEEDED and detail.steps[-1].status is StepStatus.SUCCEEDED
     assert detail.steps[-1].response["status"] == 200 and detail.run.current_step is None
-    assert len(commits) == 4
+    assert len(commits) == 3
 
 
 def test_a_failed_last_call_is_recorded_with_the_waiting_run(make_service: Any, db_url: str, target: Target) -> None:

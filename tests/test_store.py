@@ -86,8 +86,7 @@ def test_interrupted_attempt_is_marked_and_counted(store: RunStore) -> None:
 def test_finish_and_terminal_runs_cannot_be_claimed(store: RunStore) -> None:
     run_id = accept(store)
     store.claim(run_id, "w1", lease_s=30)
-    store.step_finished(run_id, "w1", StepResult("t", StepStatus.SUCCEEDED, output={"a": 1}), lease_until=9e12)
-    store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED))
+    store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED), steps=[StepResult("t", StepStatus.SUCCEEDED, output={"a": 1})])
     assert store.claim(run_id, "w2", lease_s=30, now=9e12) is None
     detail = store.get_run(run_id)
     assert detail is not None and detail.run.status is RunStatus.SUCCEEDED and detail.steps[0].output == {"a": 1}
@@ -146,11 +145,14 @@ def test_only_a_step_start_commits_without_waiting_for_the_disk(store: RunStore)
     del levels[1:]  # the claim's read
     call = StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0, idempotency_key="k")
     store.step_started(run_id, "w1", call, lease_until=9e12, claim_at=claim.claim_at)
-    store.step_finished(run_id, "w1", StepResult("call", StepStatus.SUCCEEDED, 1), lease_until=9e12)
-    store.step_started(run_id, "w1", StepResult("next", StepStatus.RUNNING, 1), lease_until=9e12)
+    store.step_started(run_id, "w1", StepResult("next", StepStatus.RUNNING, 1), lease_until=9e12,
+                       completed=StepResult("call", StepStatus.SUCCEEDED, 1))  # carries a result
     store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED), completed=StepResult("next", StepStatus.SUCCEEDED, 1))
     accept(store, key="k2")
-    assert levels == ["durable", "lax", "durable", "lax", "durable", "durable"]
+    assert levels == ["durable", "lax", "durable", "durable", "durable"]
+    detail = store.get_run(run_id)
+    assert detail is not None and [(s.step_id, s.status) for s in detail.steps] == [
+        ("call", StepStatus.SUCCEEDED), ("next", StepStatus.SUCCEEDED)]
 
 
 def test_lazy_claim_leases_at_once_what_is_not_fresh(store: RunStore) -> None:
@@ -216,10 +218,9 @@ def test_list_runs_keyset_filters_and_search(store: RunStore) -> None:
 def test_linked_runs_keep_succeeded_steps_before_the_failed_one(store: RunStore) -> None:
     run_id = accept(store)
     store.claim(run_id, "w", lease_s=30)
-    for r in [StepResult("a", StepStatus.SUCCEEDED, output=1), StepResult("b", StepStatus.FAILED, error_message="x"),
-              StepResult("c", StepStatus.SUCCEEDED, output=3)]:
-        store.step_finished(run_id, "w", r, lease_until=9e12)
-    store.finish(run_id, "w", RunResult(RunStatus.FAILED))
+    store.finish(run_id, "w", RunResult(RunStatus.FAILED), steps=[
+        StepResult("a", StepStatus.SUCCEEDED, output=1), StepResult("b", StepStatus.FAILED, error_message="x"),
+        StepResult("c", StepStatus.SUCCEEDED, output=3)])
     child = store.create_linked_run(run_id, "retry", "v1", keep_steps_before="b")
     detail = store.get_run(child)
     assert detail is not None and detail.run.parent_run_id == run_id and detail.run.replay_kind == "retry"
