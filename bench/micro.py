@@ -3,7 +3,7 @@
 The outbound call goes to an httpx.MockTransport, so only the engine's own work is timed:
 * ``runner``: engine.runner.run_flow (templating, step dispatch, results, redaction) with no recorder;
 * ``service+sqlite`` / ``service+postgres``: Service.execute_run on a real store (claim, one commit
-  per recorded step, finish): the per-step cost a worker pays, database included;
+  per call, outcome): the per-step cost a worker pays, database included;
 * ``bare``: the same filter/transform/POST written by hand on the same client.
 Overhead per step = (engine - bare) / steps, in wall time (what a run waits, commits included) and in
 this process's CPU time (what the engine computes; a PostgreSQL commit's WAL flush is not in it).

@@ -698,13 +698,6 @@ class RunStore:
                 self._complete(c, run_id, completed)
             self._leased(c, run_id, owner, values, claim_at)
 
-    def release(self, run_id: int, owner: str, reason: str) -> None:
-        """Give a claimed run back (e.g. the database hiccuped mid-run): it becomes waiting, retried by the reaper."""
-        with self._tx() as s:
-            s.execute(update(RunRow).where(RunRow.id == run_id, RunRow.lease_owner == owner).values(
-                status=RunStatus.WAITING.value, lease_owner=None, lease_expires_at=None, reason=reason,
-                next_attempt_at=time.time() + 1, updated_at=time.time()))
-
     def due_runs(self, now: float, queued_grace: float, requeue_after: float, limit: int = 500) -> list[int]:
         """Runs a worker should pick up (lease expired, retry overdue, queued too long), each handed out
         once per ``requeue_after`` seconds across all reapers of all processes.
