@@ -329,6 +329,11 @@ class RunPage:
 
 
 PING_AFTER_IDLE_S = 1.0
+# A PostgreSQL server that stops answering (a partition, a hung host) must not hold a thread for the
+# ~15 minutes TCP takes to give up: connecting gives up after CONNECT_TIMEOUT_S, keepalives find a dead
+# peer of a quiet connection in about a minute, and unacknowledged data times out after TCP_USER_TIMEOUT_MS.
+CONNECT_TIMEOUT_S = 10
+TCP_USER_TIMEOUT_MS = 60_000
 
 
 def _hung_up(dbapi_conn: Any) -> bool:
@@ -398,6 +403,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         options.setdefault("connect_args", {"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
     else:
         options.setdefault("pool_use_lifo", True)  # the busiest connections stay warm, spare ones go idle
+        options.setdefault("connect_args", {
+            "connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3, "tcp_user_timeout": TCP_USER_TIMEOUT_MS})
     engine = create_engine(url, **options)
     if is_sqlite:
 

@@ -312,6 +312,40 @@ def test_postgres_pooled_connection_skips_the_ping_only_while_busy(pg_url: str, 
         store.dispose()
 
 
+def test_postgres_server_that_never_answers_is_given_up_on(pg_url: str, monkeypatch: Any) -> None:
+    """A hung host (TCP accepts, nothing answers) costs a 503 after the connect timeout, not a stuck thread."""
+    import socket
+
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.setattr("engine.store.CONNECT_TIMEOUT_S", 2)  # libpq's smallest useful value
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; no startup reply ever comes
+    url = make_url(pg_url).set(host="127.0.0.1", port=silent.getsockname()[1])
+    store = RunStore(url.render_as_string(hide_password=False))
+    outcome: list[BaseException | None] = []
+
+    def ping() -> None:
+        try:
+            store.ping()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            outcome.append(exc)
+
+    try:
+        started = time.monotonic()
+        thread = threading.Thread(target=ping, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert outcome, "ping still waiting after 15 s"
+        assert isinstance(outcome[0], StoreUnavailable) and "timeout" in str(outcome[0])
+        assert time.monotonic() - started < 10
+    finally:
+        store.dispose()
+        silent.close()
+
+
 def _hold_write_lock(path: str, seconds: float) -> threading.Thread:
     """Another process's writer, as SQLite sees it: a second connection holding the write lock."""
     import sqlite3
