@@ -260,8 +260,7 @@ _DUPLICATE_OF = update(_runs).where(
 ).values(deliveries=_runs.c.deliveries + 1).returning(_runs.c.id)
 _RUN_BY_ID = update(_runs).where(_runs.c.id == bindparam("b_id"))
 # a lazy claim: a fresh run with its event and flow source in one read; the first write takes it if still queued
-_EVENT_FIELDS = ("received_at", "method", "query", "headers", "body", "content_type")
-_FRESH_RUN = select(_runs, *[_events.c[f].label(f"ev_{f}") for f in _EVENT_FIELDS], _versions.c.source,
+_FRESH_RUN = select(_runs, *[c.label(f"ev_{c.name}") for c in _events.c], _versions.c.source,
                     _versions.c.path).select_from(
     _runs.join(_events, _events.c.id == _runs.c.event_id).join(_versions, _versions.c.version == _runs.c.flow_version)
 ).where(_runs.c.id == bindparam("b_id"))
@@ -455,10 +454,12 @@ def _run_record(row: Any) -> RunRecord:
     )
 
 
-def _event_record(row: Any) -> EventRecord:
-    return EventRecord(id=row.id, flow_id=row.flow_id, received_at=row.received_at, method=row.method,
-                       query=row.query, headers=[(k, v) for k, v in row.headers], body=bytes(row.body),
-                       content_type=row.content_type)
+def _event_record(row: Any, prefix: str = "") -> EventRecord:
+    """From an events row, or from columns labelled ``<prefix><name>`` in a join."""
+    f = {name: getattr(row, prefix + name) for name in _events.c.keys()}
+    return EventRecord(id=f["id"], flow_id=f["flow_id"], received_at=f["received_at"], method=f["method"],
+                       query=f["query"], headers=[(k, v) for k, v in f["headers"]], body=bytes(f["body"]),
+                       content_type=f["content_type"])
 
 
 def _step_result(row: Any) -> StepResult:
@@ -619,12 +620,8 @@ class RunStore:
                     # only a replay's run starts with steps (copied from its parent, all done)
                     steps = c.execute(_STEPS_OF, {"b_run": run_id}).all() if row.parent_run_id is not None else []
                     if not any(r.status == StepStatus.RUNNING.value for r in steps):
-                        event = EventRecord(id=row.event_id, flow_id=row.flow_id, received_at=row.ev_received_at,
-                                            method=row.ev_method, query=row.ev_query,
-                                            headers=[(k, v) for k, v in row.ev_headers], body=bytes(row.ev_body),
-                                            content_type=row.ev_content_type)
-                        return Claim(_run_record(row), event, row.source, row.path, [_step_result(r) for r in steps],
-                                     claim_at=now)
+                        return Claim(_run_record(row), _event_record(row, "ev_"), row.source, row.path,
+                                     [_step_result(r) for r in steps], claim_at=now)
         with self._conn() as c:
             row = c.execute(_CLAIM, {"b_id": run_id, "b_now": now, "b_soon": now + 0.5, "b_owner": owner,
                                      "b_until": now + lease_s}).first()
