@@ -26,13 +26,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.errors import HttpStepError, StepError
+from engine.outbound import LinkLocalRefused, link_local_refusal, literal
 from engine.steps import Field, Outcome, RetryPolicy, StepContext, StepType, register
 from engine.templating import EnvText, Expr, Jinja, Literal, Mapping_, Placeholder, RenderContext
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 RETRYABLE_STATUSES = frozenset({408, 429})
-LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
 HOST_VERDICT_TTL_S = 5.0  # how long a resolved host's link-local verdict is trusted
 HOST_VERDICT_MAX_HOSTS = 1024
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
@@ -247,15 +246,16 @@ _verdicts = HostVerdicts()
 
 
 def _refuse_link_local(host: str) -> None:
-    """Raise StepError when ``host`` is, or resolves to, a link-local address (IPv4-mapped and NAT64 forms too).
+    """Raise StepError when ``host`` is, or resolves to, a link-local address (every embedded-IPv4 form too).
 
-    IP literals are judged without DNS. A name that does not resolve passes: the request itself then fails
-    with a retryable connection error, as a transient DNS failure should. A name that can never be encoded
-    for DNS (an empty label, or one over 63 characters) is refused for good, not crashed on in httpx.
+    An early, cached verdict with a clear message; the defence itself is in the transport
+    (engine.outbound), which judges the addresses it connects to. IP literals (one trailing dot allowed:
+    ``169.254.169.254.``) are judged without DNS. A name that does not resolve passes here: the transport
+    then fails it as a retryable connection error, as a transient DNS failure should. A name that can never
+    be encoded for DNS (an empty label, or one over 63 characters) is refused for good, not crashed on in httpx.
     """
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
+    address = literal(host)
+    if address is None:
         try:
             refusal = _verdicts.verdict(host, _resolve_and_judge)
         except UnicodeError:  # Python's IDNA codec on the way to getaddrinfo; httpx would crash on it the same way
@@ -264,26 +264,14 @@ def _refuse_link_local(host: str) -> None:
         except OSError:
             return
     else:
-        refusal = _link_local_refusal(host, [literal])
+        refusal = link_local_refusal(host, [address])
     if refusal is not None:
         raise StepError(refusal)
 
 
 def _resolve_and_judge(host: str) -> str | None:
     infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    return _link_local_refusal(host, [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos])
-
-
-def _link_local_refusal(host: str, addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str | None:
-    for address in addresses:
-        if isinstance(address, ipaddress.IPv6Address):
-            if address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            elif address in NAT64:
-                address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if any(address in net for net in LINK_LOCAL):
-            return f"host {host!r} is link-local ({address}); requests there are always refused"
-    return None
+    return link_local_refusal(host, [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos])
 
 
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -403,6 +391,8 @@ def execute(ctx: StepContext) -> Outcome:
             raise err from None
         except httpx.InvalidURL as exc:
             raise StepError(f"invalid URL {url[:200]!r}: {exc}") from None
+        except LinkLocalRefused as exc:  # what the transport resolved at connect time (DNS rebinding)
+            raise StepError(str(exc)) from None
         except httpx.HTTPError as exc:
             err = HttpStepError(f"connection failed: {exc or type(exc).__name__}", retryable=True)
             err.request = request_record
