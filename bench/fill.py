@@ -158,7 +158,7 @@ def fill(url: str, runs: int, batch: int = 10000, quiet: bool = False) -> dict[s
                 plan += [("transform", "succeeded"), ("http", "failed" if status == "failed" else "succeeded")]
             for pos, (sid, sstatus) in enumerate(plan):
                 step_id += 1
-                row: dict[str, Any] = {"id": step_id, "run_id": rid, "step_id": sid, "position": pos, "attempt": 1,
+                row: dict[str, Any] = {"id": step_id, "run_id": rid, "path": sid, "position": pos, "attempt": 1,
                                        "status": sstatus, "started_at": ts + pos * 0.05,
                                        "finished_at": ts + pos * 0.05 + 0.04}
                 if sid == "transform":

@@ -127,7 +127,7 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
 
 def _print_result(result: Any, dry_run: bool) -> None:
     for s in result.steps:
-        line = f"{s.step_id:<20} {s.status:<10} attempt {s.attempt}"
+        line = f"{s.path:<20} {s.status:<10} attempt {s.attempt}"
         if s.duration_ms is not None:
             line += f"  {s.duration_ms:.1f} ms"
         click.echo(line)

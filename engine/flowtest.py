@@ -85,7 +85,7 @@ def run_fixture(flow: Flow, path: str | Path) -> FixtureResult:
     if str(result.status) != want_status:
         res.problems.append(f"status: expected {want_status}, got {result.status}" +
                             (f" ({result.error})" if result.error else ""))
-    final = {s.step_id: s for s in result.steps}  # the last attempt of each step
+    final = {s.path: s for s in result.steps}  # the last attempt of each step
     for sid, want in (expect.get("steps") or {}).items():
         got = final.get(sid)
         if got is None:
@@ -181,9 +181,9 @@ def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | 
     final: dict[str, StepResult] = {}
     stubs: dict[str, Any] = {}
     for step in detail.steps:  # oldest attempt first, so the last one wins
-        final[step.step_id] = step
+        final[step.path] = step
         if step.response is not None:
-            stubs[step.step_id] = _stub_from(step.response)
+            stubs[step.path] = _stub_from(step.response)
     received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(detail.event.received_at))
     doc: dict[str, Any] = {
         "name": f"run {detail.run.id}",

@@ -145,11 +145,17 @@ class RunInfo:
         return {"id": self.id, "flow": self.flow, "received_at": self.received_at}
 
 
+def step_id_of(path: str) -> str:
+    """``lines[sku-1].decrement`` -> ``decrement``; ``route.0.invoice`` -> ``invoice``."""
+    tail = path.rsplit("]", 1)[-1]
+    return tail.rsplit(".", 1)[-1] if "." in tail else tail
+
+
 @dataclass
 class StepResult:
-    """One attempt of one step: every attempt is a row."""
+    """One attempt of one step: every attempt is a row, keyed by the step's path (I5, I6)."""
 
-    step_id: str
+    path: str  # the step's identity: its id at the top level, `lines[3].decrement` inside containers
     status: StepStatus
     attempt: int = 1
     position: int = 0
@@ -163,6 +169,15 @@ class StepResult:
     finished_at: float | None = None
     retry_at: float | None = None  # set when another attempt is scheduled
     idempotency_key: str | None = None
+    # What a resumed run continues from, set on an attempt that ends its path for good: complete,
+    # unredacted (secrets sealed as references), never capped and never shown. The fields above are the
+    # audit record: redacted and capped for display, never read back into a run.
+    state: Any = None
+
+    @property
+    def step_id(self) -> str:
+        """The declared id of the step (the last segment of its path)."""
+        return step_id_of(self.path)
 
     @property
     def duration_ms(self) -> float | None:

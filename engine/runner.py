@@ -258,9 +258,9 @@ def run_to_end(flow: Flow, event: Event, *, sleep: Callable[[float], None] = tim
         result = run_flow(flow, event, done=done, attempts=attempts, clock=clock, **kwargs)
         history.extend(result.steps)
         for step_result in result.steps:
-            attempts[step_result.step_id] = step_result.attempt
+            attempts[step_result.path] = step_result.attempt
             if step_result.status.done:
-                done[step_result.step_id] = step_result
+                done[step_result.path] = step_result
         if result.status is not RunStatus.WAITING:
             result.steps = history
             return result

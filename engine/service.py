@@ -104,7 +104,7 @@ class _StoreRecorder:
         self.started.add((step.id, attempt))
 
     def step_finished(self, result: StepResult) -> None:
-        if (result.step_id, result.attempt) in self.started:
+        if (result.path, result.attempt) in self.started:
             self.completed = result  # its `running` row is completed by the next write
         else:
             self.pending.append(result)
@@ -292,10 +292,10 @@ class Service:
                 result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
                 self.store.finish(run_id, self.owner, result, claim_at=claim.claim_at)
                 return result.status
-            done = {r.step_id: r for r in claim.steps if r.status.done}
+            done = {r.path: r for r in claim.steps if r.status.done}
             attempts: dict[str, int] = {}
             for r in claim.steps:
-                attempts[r.step_id] = max(attempts.get(r.step_id, 0), r.attempt)
+                attempts[r.path] = max(attempts.get(r.path, 0), r.attempt)
             recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s,
                                       self.settings.http_timeout_s, claim_at=claim.claim_at)
             info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
@@ -324,7 +324,7 @@ class Service:
         from engine import metrics
 
         for step in result.steps:
-            kind = flow.step(step.step_id).type if any(s.id == step.step_id for s in flow.steps) else "?"
+            kind = flow.step(step.path).type if any(s.id == step.path for s in flow.steps) else "?"
             if step.duration_ms is not None:
                 metrics.STEPS.labels(flow_id, kind, step.status.value).observe(step.duration_ms / 1000)
             if step.request and step.response and step.response.get("elapsed_ms") is not None:
@@ -332,10 +332,10 @@ class Service:
                 metrics.OUTBOUND.labels(host, f"{step.response['status'] // 100}xx").observe(
                     step.response["elapsed_ms"] / 1000)
             if step.retry_at is not None:
-                metrics.RETRIES.labels(flow_id, step.step_id).inc()
-            log.info("step %s %s (attempt %d)%s", step.step_id, step.status.value, step.attempt,
+                metrics.RETRIES.labels(flow_id, step.path).inc()
+            log.info("step %s %s (attempt %d)%s", step.path, step.status.value, step.attempt,
                      f": {step.error_message}" if step.error_message else "",
-                     extra={"run_id": run_id, "flow": flow_id, "step": step.step_id})
+                     extra={"run_id": run_id, "flow": flow_id, "step": step.path})
         if result.status.terminal:
             metrics.RUNS.labels(flow_id, result.status.value).inc()
         elif result.deferred_host is not None:
@@ -391,7 +391,7 @@ class Service:
         if detail.run.status is not RunStatus.FAILED:
             raise ValueError(f"run {run_id} is {detail.run.status}, only failed runs can be retried from a step")
         failed = [s for s in detail.steps if s.status.value == "failed"]
-        start = failed[-1].step_id if failed else None
+        start = failed[-1].path if failed else None
         new_id = self.store.create_linked_run(run_id, "retry", detail.run.flow_version, keep_steps_before=start)
         self._enqueue(new_id, 0.0)
         return new_id

@@ -147,7 +147,7 @@ class StepRunRow(Base):
     __tablename__ = "step_runs"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    step_id: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(String(500))
     position: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
@@ -161,9 +161,11 @@ class StepRunRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     retry_at: Mapped[float | None] = mapped_column(Float)
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    # resume state (StepResult.state): read back only by claims, never by pages or the API
+    state: Mapped[Any] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("run_id", "step_id", "attempt", name="uq_step_runs_attempt"),
+        UniqueConstraint("run_id", "path", "attempt", name="uq_step_runs_attempt"),
         CheckConstraint("status IN ('running','succeeded','failed','skipped','filtered')", name="ck_step_runs_status"),
     )
 
@@ -269,14 +271,14 @@ _LEASED = update(_runs).where(_runs.c.id == bindparam("b_id"), _runs.c.lease_own
                               _runs.c.status == RunStatus.RUNNING.value)
 _STEPS_OF = select(_steps).where(_steps.c.run_id == bindparam("b_run")).order_by(_steps.c.id)
 _INTERRUPT = update(_steps).where(_steps.c.run_id == bindparam("b_run"), _steps.c.status == StepStatus.RUNNING.value)
-_ATTEMPT = update(_steps).where(_steps.c.run_id == bindparam("b_run"), _steps.c.step_id == bindparam("b_step"),
+_ATTEMPT = update(_steps).where(_steps.c.run_id == bindparam("b_run"), _steps.c.path == bindparam("b_step"),
                                 _steps.c.attempt == bindparam("b_attempt"))
 _EVENT_AND_SOURCE = select(_events, _versions.c.source, _versions.c.path).select_from(
     _events.join(_versions, true())  # two primary-key lookups in one round trip
 ).where(
     _events.c.id == bindparam("b_event"), _versions.c.version == bindparam("b_version"))
 _FINISHED_FIELDS = ("status", "finished_at", "input", "output", "request", "response", "error_type", "error_message",
-                    "retry_at", "idempotency_key")
+                    "retry_at", "idempotency_key", "state")
 _INTERRUPTED = ("the worker stopped during this attempt; it is retried with the same Idempotency-Key")
 
 
@@ -289,10 +291,11 @@ def _inserted_id(result: CursorResult[Any]) -> int:
 def _step_values(run_id: int, r: StepResult) -> dict[str, Any]:
     """Column values of a step result (its error message made printable, as every stored text)."""
     r.error_message = clean_text(r.error_message) if r.error_message else r.error_message
-    return {"run_id": run_id, "step_id": r.step_id, "position": r.position, "attempt": r.attempt,
+    return {"run_id": run_id, "path": r.path, "position": r.position, "attempt": r.attempt,
             "status": r.status.value, "started_at": r.started_at, "finished_at": r.finished_at, "input": r.input,
             "output": r.output, "request": r.request, "response": r.response, "error_type": r.error_type,
-            "error_message": r.error_message, "retry_at": r.retry_at, "idempotency_key": r.idempotency_key}
+            "error_message": r.error_message, "retry_at": r.retry_at, "idempotency_key": r.idempotency_key,
+            "state": r.state}
 
 
 class LeaseLost(EngineError):
@@ -462,12 +465,14 @@ def _event_record(row: Any, prefix: str = "") -> EventRecord:
                        content_type=f["content_type"])
 
 
-def _step_result(row: Any) -> StepResult:
+def _step_result(row: Any, with_state: bool = False) -> StepResult:
+    """An audit row as a StepResult; ``with_state`` (claims and replays only) adds the resume state."""
     return StepResult(
-        step_id=row.step_id, status=StepStatus(row.status), attempt=row.attempt, position=row.position,
+        path=row.path, status=StepStatus(row.status), attempt=row.attempt, position=row.position,
         input=row.input, output=row.output, request=row.request, response=row.response,
         error_type=row.error_type, error_message=row.error_message, started_at=row.started_at,
         finished_at=row.finished_at, retry_at=row.retry_at, idempotency_key=row.idempotency_key,
+        state=row.state if with_state else None,
     )
 
 
@@ -621,7 +626,7 @@ class RunStore:
                     steps = c.execute(_STEPS_OF, {"b_run": run_id}).all() if row.parent_run_id is not None else []
                     if not any(r.status == StepStatus.RUNNING.value for r in steps):
                         return Claim(_run_record(row), _event_record(row, "ev_"), row.source, row.path,
-                                     [_step_result(r) for r in steps], claim_at=now)
+                                     [_step_result(r, True) for r in steps], claim_at=now)
         with self._conn() as c:
             row = c.execute(_CLAIM, {"b_id": run_id, "b_now": now, "b_soon": now + 0.5, "b_owner": owner,
                                      "b_until": now + lease_s}).first()
@@ -641,7 +646,7 @@ class RunStore:
                                        "error_type": "Interrupted", "error_message": _INTERRUPTED})
                 steps = c.execute(_STEPS_OF, {"b_run": run_id}).all()
             ev = c.execute(_EVENT_AND_SOURCE, {"b_event": row.event_id, "b_version": row.flow_version}).one()
-            return Claim(_run_record(row), _event_record(ev), ev.source, ev.path, [_step_result(r) for r in steps])
+            return Claim(_run_record(row), _event_record(ev), ev.source, ev.path, [_step_result(r, True) for r in steps])
 
     @staticmethod
     def _leased(c: Connection, run_id: int, owner: str, values: dict[str, Any], claim_at: float | None) -> None:
@@ -667,7 +672,7 @@ class RunStore:
         """
         with self._conn(durable=completed is not None) as c:
             self._leased(c, run_id, owner, {"lease_expires_at": lease_until, "updated_at": time.time(),
-                                            "current_step": result.step_id}, claim_at)
+                                            "current_step": result.path}, claim_at)
             if completed is not None:
                 self._complete(c, run_id, completed)
             c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in (*earlier, result)])
@@ -675,7 +680,7 @@ class RunStore:
     @staticmethod
     def _complete(c: Connection, run_id: int, result: StepResult) -> None:
         values = _step_values(run_id, result)
-        res = c.execute(_ATTEMPT, {"b_run": run_id, "b_step": result.step_id, "b_attempt": result.attempt,
+        res = c.execute(_ATTEMPT, {"b_run": run_id, "b_step": result.path, "b_attempt": result.attempt,
                                    **{k: values[k] for k in _FINISHED_FIELDS}})
         if res.rowcount == 0:
             c.execute(_INSERT_STEPS, [values])
@@ -821,10 +826,10 @@ class RunStore:
                         steps = s.execute(select(StepRunRow).where(StepRunRow.run_id == parent_id)
                                           .order_by(StepRunRow.id)).scalars()
                         for row in steps:
-                            if row.step_id == keep_steps_before:
+                            if row.path == keep_steps_before:
                                 break
                             if row.status in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
-                                s.add(StepRunRow(**_step_values(run.id, _step_result(row))))
+                                s.add(StepRunRow(**_step_values(run.id, _step_result(row, True))))
                 new_ids.extend(run.id for _, run in created)
         return new_ids
 

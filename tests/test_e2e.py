@@ -58,7 +58,7 @@ def test_signed_event_over_http_succeeds_with_every_step_stored(stack: Stack, ta
     run_id = resp.json()["run_id"]
     wait_for(lambda: status_of(store, run_id) == "succeeded", timeout=30, what=f"run succeeded\n{stack.logs()}")
     detail = store.get_run(run_id)
-    assert [s.step_id for s in detail.steps] == ["only_paid", "shape", "crm", "slow", "invoice"]
+    assert [s.path for s in detail.steps] == ["only_paid", "shape", "crm", "slow", "invoice"]
     assert detail.steps[1].output == {"ref": "evt_1", "cents": 1250.0}
     assert target.requests("/invoice")[0].json() == {"ref": "evt_1", "cents": 1250.0}
     assert all(s.output is not None for s in detail.steps)
@@ -103,7 +103,7 @@ def test_sigkilled_worker_is_recovered_and_succeeded_steps_run_once(stack: Stack
     assert len(target.requests("/crm")) == 1 and len(target.requests("/invoice")) == 1
     slow = target.requests("/slow")
     assert len(slow) in (1, 2) and len({r.headers["idempotency-key"] for r in slow}) == 1
-    steps = [s for s in store.get_run(run_id).steps if s.step_id == "slow"]
+    steps = [s for s in store.get_run(run_id).steps if s.path == "slow"]
     assert steps[0].error_type == "Interrupted" and steps[-1].status.value == "succeeded"
 
 
@@ -114,7 +114,7 @@ def test_two_503s_then_success_on_attempt_three(stack: Stack, target: Target) ->
     run_id = stack.post(EVENT).json()["run_id"]
     store = runs(stack)
     wait_for(lambda: status_of(store, run_id) == "succeeded", timeout=30, what=f"success\n{stack.logs()}")
-    crm = [s for s in store.get_run(run_id).steps if s.step_id == "crm"]
+    crm = [s for s in store.get_run(run_id).steps if s.path == "crm"]
     assert [s.attempt for s in crm] == [1, 2, 3] and crm[-1].status.value == "succeeded"
     # delays: full jitter in [0, min(1s, 300ms * 2**(n-1))], plus scheduling slack
     for prev, nxt, ceiling in ((crm[0], crm[1], 0.3), (crm[1], crm[2], 0.6)):

@@ -25,7 +25,7 @@ class ListRecorder:
         self.events.append(("started", (step.id, attempt, idempotency_key)))
 
     def step_finished(self, result: StepResult) -> None:
-        self.events.append(("finished", (result.step_id, result.status, result.attempt)))
+        self.events.append(("finished", (result.path, result.status, result.attempt)))
 
 
 def test_request_rendering_with_a_transport() -> None:
@@ -65,7 +65,7 @@ def test_done_steps_are_never_executed_again() -> None:
     done = {"a": StepResult("a", StepStatus.SUCCEEDED, output={"response": {"json": {"id": 1}}})}
     result = run_flow(flow, make_event(), http=client, done=done, attempts={"a": 1})
     assert [str(r.url) for r in calls] == ["https://x.test/b"]
-    assert [s.step_id for s in result.steps] == ["b"]
+    assert [s.path for s in result.steps] == ["b"]
 
 
 def test_template_error_at_run_time_fails_the_step_with_location() -> None:

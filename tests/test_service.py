@@ -58,7 +58,7 @@ def test_run_succeeds_and_every_step_is_stored(make_service: Any, db_url: str, t
     drain(svc, queue)
     detail = svc.store.get_run(accepted.run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
-    assert [(s.step_id, s.status) for s in detail.steps] == [
+    assert [(s.path, s.status) for s in detail.steps] == [
         ("only_paid", StepStatus.SUCCEEDED), ("shape", StepStatus.SUCCEEDED), ("create", StepStatus.SUCCEEDED),
         ("notify", StepStatus.SUCCEEDED)]
     assert detail.steps[1].output == {"ref": "o1"}
@@ -76,7 +76,7 @@ def test_retry_is_a_scheduled_task_then_success(make_service: Any, db_url: str, 
     assert rid == run_id and 0 <= delay <= 0.01 + 0.05
     drain(svc, queue)
     detail = svc.store.get_run(run_id)
-    creates = [s for s in detail.steps if s.step_id == "create"]
+    creates = [s for s in detail.steps if s.path == "create"]
     assert [s.attempt for s in creates] == [1, 2, 3] and detail.run.status is RunStatus.SUCCEEDED
     assert len({r.headers["idempotency-key"] for r in target.requests("/create")}) == 1
     assert len(target.requests("/notify")) == 1  # done steps never repeat
@@ -94,7 +94,7 @@ def test_client_error_fails_at_once_and_is_replayable(make_service: Any, db_url:
     drain(svc, queue)
     retry = svc.store.get_run(retry_id)
     assert retry.run.status is RunStatus.SUCCEEDED and retry.run.parent_run_id == run_id
-    assert [s.step_id for s in retry.steps] == ["only_paid", "shape", "create", "notify"]
+    assert [s.path for s in retry.steps] == ["only_paid", "shape", "create", "notify"]
     assert len(target.requests("/create")) == 2  # the retry started at the failed step
     replay_id = svc.replay(run_id)
     drain(svc, queue)
@@ -119,7 +119,7 @@ def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_
     original = svc.store.finish
 
     def die_before_the_last_result_is_committed(*args: Any, **kwargs: Any) -> None:
-        assert kwargs["completed"].step_id == "notify"  # the last step's result goes with the outcome
+        assert kwargs["completed"].path == "notify"  # the last step's result goes with the outcome
         raise Dies()
 
     svc.store.finish = die_before_the_last_result_is_committed
@@ -140,7 +140,7 @@ def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_
     drain(svc, queue)
     detail = svc.store.get_run(run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
-    notify = [s for s in detail.steps if s.step_id == "notify"]
+    notify = [s for s in detail.steps if s.path == "notify"]
     assert [s.error_type for s in notify] == ["Interrupted", None]
     assert len(target.requests("/create")) == 1  # done steps stay done
     keys = [r.headers["idempotency-key"] for r in target.requests("/notify")]
@@ -220,7 +220,7 @@ def test_each_result_is_committed_before_the_next_step_and_the_last_with_the_out
 
     def look(arriving: bool) -> None:
         if arriving and len(target.requests()) == 2:  # the notify call is in flight
-            seen.append([(s.step_id, s.status) for s in observer.get_run(run_id).steps])
+            seen.append([(s.path, s.status) for s in observer.get_run(run_id).steps])
 
     run_id = accept(svc, {"id": "o1", "type": "paid"}).run_id
     target.on_request = look
@@ -247,9 +247,9 @@ def test_a_failed_last_call_is_recorded_with_the_waiting_run(make_service: Any, 
     svc.execute_run(queue.pop()[0])
     detail = svc.store.get_run(run_id)
     assert detail.run.status is RunStatus.WAITING
-    assert [(s.step_id, s.attempt, s.status) for s in detail.steps][-1] == ("notify", 1, StepStatus.FAILED)
+    assert [(s.path, s.attempt, s.status) for s in detail.steps][-1] == ("notify", 1, StepStatus.FAILED)
     assert detail.steps[-1].response["status"] == 503
     drain(svc, queue)
     steps = svc.store.get_run(run_id).steps
-    assert [(s.step_id, s.attempt, s.status) for s in steps if s.step_id == "notify"] == [
+    assert [(s.path, s.attempt, s.status) for s in steps if s.path == "notify"] == [
         ("notify", 1, StepStatus.FAILED), ("notify", 2, StepStatus.SUCCEEDED)]

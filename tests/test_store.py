@@ -108,7 +108,7 @@ def test_lazy_claim_reads_a_fresh_run_and_its_first_write_takes_it(store: RunSto
                            claim_at=b.claim_at)
     detail = store.get_run(run_id)
     assert detail is not None and detail.run.status is RunStatus.RUNNING and detail.run.lease_owner == "w1"
-    assert detail.run.started_at == 1000.0 and [s.step_id for s in detail.steps] == ["t", "call"]
+    assert detail.run.started_at == 1000.0 and [s.path for s in detail.steps] == ["t", "call"]
     assert store.claim(run_id, "w3", lease_s=30, now=time.time(), lazy=True) is None  # leased now
 
 
@@ -151,7 +151,7 @@ def test_only_a_step_start_commits_without_waiting_for_the_disk(store: RunStore)
     accept(store, key="k2")
     assert levels == ["durable", "lax", "durable", "durable", "durable"]
     detail = store.get_run(run_id)
-    assert detail is not None and [(s.step_id, s.status) for s in detail.steps] == [
+    assert detail is not None and [(s.path, s.status) for s in detail.steps] == [
         ("call", StepStatus.SUCCEEDED), ("next", StepStatus.SUCCEEDED)]
 
 
@@ -224,7 +224,7 @@ def test_linked_runs_keep_succeeded_steps_before_the_failed_one(store: RunStore)
     child = store.create_linked_run(run_id, "retry", "v1", keep_steps_before="b")
     detail = store.get_run(child)
     assert detail is not None and detail.run.parent_run_id == run_id and detail.run.replay_kind == "retry"
-    assert [s.step_id for s in detail.steps] == ["a"]
+    assert [s.path for s in detail.steps] == ["a"]
     assert [c.id for c in store.get_run(run_id).children] == [child]  # type: ignore[union-attr]
 
 

@@ -213,6 +213,7 @@ def step_view(step: StepResult, run: RunRecord) -> dict[str, Any]:
     # A retry copies the parent's done steps: they finished before this run existed.
     kept = run.replay_kind == "retry" and step.finished_at is not None and step.finished_at < run.created_at
     return {
+        "path": step.path,
         "step_id": step.step_id,
         "status": step.status.value,
         "attempt": step.attempt,

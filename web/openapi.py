@@ -155,7 +155,7 @@ def spec() -> dict[str, Any]:
                     "next_cursor": {"type": "integer", "nullable": True}, "max_id": {"type": "integer"},
                     "filter": {"type": "object"}}},
                 "Step": {"type": "object", "properties": {
-                    "step_id": {"type": "string"}, "status": {"type": "string"}, "attempt": {"type": "integer"},
+                    "path": {"type": "string"}, "step_id": {"type": "string"}, "status": {"type": "string"}, "attempt": {"type": "integer"},
                     "duration_ms": {"type": "number", "nullable": True}, "input": {}, "output": {},
                     "request": {"type": "object", "nullable": True}, "response": {"type": "object", "nullable": True},
                     "error": {"type": "object", "nullable": True, "properties": {

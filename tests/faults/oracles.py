@@ -71,7 +71,7 @@ def check_side_effects(target: Target, store: RunStore, runs_by_ref: dict[str, i
         detail = store.get_run(run_id)
         assert detail is not None, f"run {run_id} vanished"
         for path, step_id in paths.items():
-            rows = [s for s in detail.steps if s.step_id == step_id]
+            rows = [s for s in detail.steps if s.path == step_id]
             got = seen.get((path, ref), [])
             succeeded = [s for s in rows if s.status.value == "succeeded"]
             interrupted = [s for s in rows if s.error_type == "Interrupted"]

@@ -79,7 +79,7 @@ def test_target_down_then_up_runs_back_off_and_complete(
     attempts: list[int] = []
     backoff_problems = []
     for run_id in first:
-        rows = [s for s in stack.store.get_run(run_id).steps if s.step_id == "push"]
+        rows = [s for s in stack.store.get_run(run_id).steps if s.path == "push"]
         attempts.append(len(rows))
         assert [s.attempt for s in rows] == list(range(1, len(rows) + 1))
         assert rows[-1].status.value == "succeeded" and all(s.status.value == "failed" for s in rows[:-1])

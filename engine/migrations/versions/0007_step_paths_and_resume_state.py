@@ -1,0 +1,37 @@
+"""step paths and resume state
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-01 20:10:00.000000
+
+A step's identity is its path (``lines[3].decrement``), not its id: the column is renamed and widened,
+and the unique key follows it. ``state`` holds what a resumed run continues from (complete, secrets
+sealed as references, never shown); the other columns stay the redacted, capped audit record.
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0007'
+down_revision = '0006'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('step_runs', schema=None) as batch_op:
+        batch_op.drop_constraint('uq_step_runs_attempt', type_='unique')
+        batch_op.alter_column('step_id', new_column_name='path', existing_type=sa.String(length=100),
+                              type_=sa.String(length=500), existing_nullable=False)
+        batch_op.add_column(sa.Column('state', sa.JSON(), nullable=True))
+    with op.batch_alter_table('step_runs', schema=None) as batch_op:  # SQLite: the new name exists only now
+        batch_op.create_unique_constraint('uq_step_runs_attempt', ['run_id', 'path', 'attempt'])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('step_runs', schema=None) as batch_op:
+        batch_op.drop_constraint('uq_step_runs_attempt', type_='unique')
+        batch_op.drop_column('state')
+        batch_op.alter_column('path', new_column_name='step_id', existing_type=sa.String(length=500),
+                              type_=sa.String(length=100), existing_nullable=False)
+    with op.batch_alter_table('step_runs', schema=None) as batch_op:
+        batch_op.create_unique_constraint('uq_step_runs_attempt', ['run_id', 'step_id', 'attempt'])
