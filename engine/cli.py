@@ -32,6 +32,20 @@ def _settings(**overrides: Any) -> Settings:
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _listening_env(host: str) -> dict[str, str]:
+    """Defaults for a process serving on ``host`` (unless set): the address it serves on is a trusted Host,
+    and the sandbox receiver, a test aid anyone could fill, is off beyond loopback."""
+    out: dict[str, str] = {}
+    if "HOOKLINE_TRUSTED_HOSTS" not in os.environ and host not in ("0.0.0.0", "::", ""):
+        out["HOOKLINE_TRUSTED_HOSTS"] = ",".join(dict.fromkeys(("localhost", "127.0.0.1", "::1", host)))
+    if "HOOKLINE_SANDBOX" not in os.environ and host not in LOOPBACK:
+        out["HOOKLINE_SANDBOX"] = "0"
+    return out
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -331,31 +345,30 @@ def _run_consumer(settings: Settings, workers: int) -> None:
         reaper.stopped.set()
 
 
-def _quiet_query_handler() -> Any:
-    from werkzeug.serving import WSGIRequestHandler
-
-    class Handler(WSGIRequestHandler):
-        """Request log lines without the query string, which may carry a verification token (I9)."""
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            path = self.path.split("?", 1)[0]
-            self.log("info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size)
-
-    return Handler
-
-
 @main.command()
 @click.option("--flows", "flows_dir", default=None, help="Flows directory (HOOKLINE_FLOWS_DIR).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="Worker threads (HOOKLINE_WORKER_THREADS).")
-def serve(flows_dir: str | None, host: str, port: int, workers: int | None) -> None:
-    """Web server and worker in one process: the embedded set-up (SQLite + Huey on SQLite)."""
+@click.option("--threads", default=8, show_default=True, type=int, help="Web threads (requests handled at once).")
+@click.option("--connections", default=200, show_default=True, type=int, help="Connections held open at once.")
+@click.option("--request-timeout", default=15.0, show_default=True, type=float,
+              help="Seconds a request may take to arrive, headers and body (slow clients are cut off).")
+@click.option("--idle-timeout", default=30.0, show_default=True, type=float,
+              help="Seconds an idle keep-alive connection is kept.")
+def serve(flows_dir: str | None, host: str, port: int, workers: int | None, threads: int, connections: int,
+          request_timeout: float, idle_timeout: float) -> None:
+    """Web server and worker in one process: the embedded set-up (SQLite + Huey on SQLite).
+
+    The web side runs on waitress (engine.serving): requests reach the app only once complete, within
+    --request-timeout, on a bounded thread pool.
+    """
     if flows_dir:
         os.environ["HOOKLINE_FLOWS_DIR"] = flows_dir
+    os.environ.update(_listening_env(host))
     settings = _settings()
     setup_logging(settings)
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.admin_password:
+    if host not in LOOPBACK and not settings.admin_password:
         _fail("refusing to listen beyond localhost without HOOKLINE_ADMIN_PASSWORD (the UI would be open)")
     from engine.migrate import upgrade
 
@@ -365,17 +378,21 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None) -> N
     skip_unused_drivers(settings)
     import threading
 
-    from werkzeug.serving import make_server
-
     from engine import tasks
+    from engine.serving import DeadlineServer
     from web import create_app
 
     app = create_app(settings, service=tasks.service())
-    server = make_server(host, port, app, threaded=True, request_handler=_quiet_query_handler())
-    threading.Thread(target=server.serve_forever, name="hookline-web", daemon=True).start()
-    click.echo(f"Hookline serving {settings.flows_dir} on http://{host}:{port} (database {_safe_url(settings.database_url)})")
-    _run_consumer(settings, workers or settings.worker_threads)
-    server.shutdown()
+    server = DeadlineServer(app, host=host, port=port, threads=threads, connection_limit=connections,
+                            request_timeout=request_timeout, idle_timeout=idle_timeout,
+                            max_body=max(settings.max_body, 64 * 1024 * 1024))
+    threading.Thread(target=server.run, name="hookline-web", daemon=True).start()
+    click.echo(f"Hookline serving {settings.flows_dir} on http://{host}:{server.port} "
+               f"(database {_safe_url(settings.database_url)})")
+    try:
+        _run_consumer(settings, workers or settings.worker_threads)
+    finally:
+        server.stop()
 
 
 @main.command()
@@ -385,8 +402,9 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None) -> N
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per gunicorn worker.")
 def web(host: str, port: int, workers: int, threads: int) -> None:
     """The web app (ingress + UI) under gunicorn; run `hookline worker` next to it."""
+    os.environ.update(_listening_env(host))  # gunicorn's workers read the environment
     settings = _settings()
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.admin_password and not settings.api_token:
+    if host not in LOOPBACK and not settings.admin_password and not settings.api_token:
         click.echo("warning: listening beyond localhost without HOOKLINE_ADMIN_PASSWORD", err=True)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile

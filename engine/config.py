@@ -29,7 +29,8 @@ class Settings:
     reaper_interval_s: float = _f(5.0, "How often workers look for runs whose lease expired or that were never enqueued.")
     queued_grace_s: float = _f(10.0, "A run still queued this long after it was accepted is enqueued again by the reaper.")
     worker_threads: int = _f(4, "Huey worker threads per worker process.")
-    sandbox: bool = _f(True, "Serve the built-in sandbox receiver at /sandbox/<name>/<path>.")
+    sandbox: bool = _f(True, "Serve the built-in sandbox receiver at /sandbox/<name>/<path>; turn it off in production "
+                             "(hookline serve/web turn it off when listening beyond localhost, unless set).")
     redact_headers: tuple[str, ...] = _f(
         ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token"),
         "Header names whose values are replaced by [redacted] before anything is stored.",
@@ -47,6 +48,10 @@ class Settings:
     api_token: str = _f("", "Bearer token accepted by the JSON API.")
     log_format: str = _f("text", "'text' for humans, 'json' for one JSON object per line.")
 
+    trusted_hosts: tuple[str, ...] = _f(
+        (), "Host header values the UI and API answer when no admin password is set (wildcards allowed); "
+            "default: localhost, 127.0.0.1, ::1 and the address served on.")
+    session_idle_s: float = _f(8 * 3600.0, "A login session unused this long is ended (and logout ends it at once).")
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "HOOKLINE_", **overrides: Any) -> Settings:
         """Defaults, then ``HOOKLINE_<FIELD>`` variables, then explicit overrides."""

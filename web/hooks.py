@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import ClientDisconnected
 
 from engine import envrefs, metrics
 from engine.catalog import BrokenFlow
@@ -46,10 +47,30 @@ def _flow(flow_id: str) -> Flow:
 def _read_body(flow_id: str, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise reject(flow_id, 413, "too_large", f"body of {request.content_length} bytes exceeds the {limit}-byte limit")
-    body = request.stream.read(limit + 1)
+    body = _read_all(request.stream, limit + 1)
     if len(body) > limit:
         raise reject(flow_id, 413, "too_large", f"body exceeds the {limit}-byte limit")
+    declared = request.content_length
+    if declared is not None and len(body) < declared:
+        # the client closed early (or a server handed over a partial body): never a run on half an event
+        raise reject(flow_id, 400, "truncated", f"body ended after {len(body)} of its {declared} declared bytes")
     return body
+
+
+def _read_all(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes: one read() may return less than is coming (gunicorn, Werkzeug), so read until EOF."""
+    chunks: list[bytes] = []
+    got = 0
+    try:
+        while got < size:
+            chunk = stream.read(size - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    except ClientDisconnected:  # Werkzeug's stream: the connection closed before Content-Length bytes
+        pass
+    return b"".join(chunks)
 
 
 @bp.route("/hooks/<flow_id>", methods=["GET"])
