@@ -35,8 +35,12 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check engine web tests $(wildcard bench)
 	$(BIN)/mypy --strict engine
 
+# make bench [BENCH_ARGS="--sections peers --with-n8n --peers-kill"]; the peers section needs node + npm and wrk
 bench: $(TEST_STAMP)
-	$(BIN)/python -m bench
+	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian wrk for the benchmarks"; \
+	  apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 \
+	  || echo "warning: could not install wrk"; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) hookline.db* *.egg-info

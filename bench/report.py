@@ -78,6 +78,11 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             add(f"runs page {kind} {name} median (ms)", res["median_ms"], "< 150", res["median_ms"] < 150)
             add(f"runs page {kind} {name} p95 (ms)", res["p95_ms"], "< 300", res["p95_ms"] < 300)
+    peers = s.get("peers")
+    if isinstance(peers, dict) and "runs" in peers:
+        from bench.peers_report import peers_targets
+
+        out += peers_targets(peers)
     return out
 
 
@@ -182,6 +187,12 @@ def render_table(r: dict[str, Any]) -> str:
     for name, d in s.items():
         if isinstance(d, dict) and "error" in d:
             row(f"{name}: FAILED", _cell(d["error"]), "")
+    peers = s.get("peers")
+    if isinstance(peers, dict) and "runs" in peers:
+        from bench.peers_report import peers_table
+
+        lines += ["", "Peers (`../shared/peers`, wrk -t1 -c32 -d10s -s post1k.lua):", "",
+                  peers_table(peers).split("\nTargets:")[0].rstrip()]
     t = r.get("targets") or targets(r)
     met = sum(1 for x in t if x["met"] is True)
     lines.append("")
