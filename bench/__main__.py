@@ -57,7 +57,7 @@ class Config:
     micro_backends: list[str] = field(default_factory=lambda: ["sqlite", "postgres"])
     peers_duration: float = 10.0  # the peers' load: wrk -t1 -c32 -d10s -s ../shared/peers/post1k.lua
     peers_connections: int = 32
-    peers_repeats: int = 1
+    peers_repeats: int = 2  # alternating order (A B C D, D C B A): drift on a shared box hits all alike
     peers_drain_timeout: float = 180.0
     peers_serve_rate: float = 200.0
     peers_kill: bool = False  # also SIGKILL the worker once during the load and count lost / doubled runs
@@ -73,7 +73,7 @@ class Config:
         self.e2e_events = 300
         self.scaling_repeats, self.scaling_events = 1, 300
         self.e2e_flows = ["one"]
-        self.peers_duration = 5.0
+        self.peers_duration, self.peers_repeats = 5.0, 1
 
 
 def parse(argv: list[str]) -> Config:
@@ -169,36 +169,43 @@ def machine() -> dict[str, Any]:
 
 
 class Noise:
-    """CPU used by processes that are not ours during a section: other work on the box skews every figure."""
+    """CPU used by processes that are not ours during a section: other work on the box skews every figure.
+
+    The machine's busy CPU time (/proc/stat) minus ours (this process, its live descendants and the
+    children it reaped), so short-lived processes of other people's test runs count too.
+    """
 
     def __init__(self) -> None:
         import psutil
 
         self.psutil = psutil
         self.t0 = time.time()
-        self.born: set[int] = set()
         self.load0 = os.getloadavg()[0]
-        self.cpu0 = self._others()
+        self.busy0, self.ours0 = self._busy(), self._ours()
+        self.live0 = self._live()
 
-    def _ours(self) -> set[int]:
-        me = self.psutil.Process()
-        return {me.pid, *(p.pid for p in me.children(recursive=True))}
+    def _busy(self) -> float:
+        t = self.psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
-    def _others(self) -> dict[int, float]:
-        ours = self._ours()
+    def _live(self) -> dict[int, float]:
         out = {}
-        for p in self.psutil.process_iter(["pid", "cpu_times", "create_time"]):
-            if p.info["pid"] in ours or p.info["cpu_times"] is None:
-                continue
-            out[p.info["pid"]] = p.info["cpu_times"].user + p.info["cpu_times"].system
-            if p.info["create_time"] and p.info["create_time"] >= self.t0:
-                self.born.add(p.info["pid"])
+        for p in self.psutil.Process().children(recursive=True):
+            try:
+                c = p.cpu_times()
+                out[p.pid] = c.user + c.system
+            except self.psutil.Error:
+                pass
         return out
 
+    def _ours(self) -> float:
+        c = self.psutil.Process().cpu_times()
+        return c.user + c.system + c.children_user + c.children_system
+
     def end(self) -> dict[str, Any]:
-        cpu1 = self._others()
-        # a process started during the section (another engineer's test run) counts from zero
-        used = sum(max(0.0, v - self.cpu0.get(pid, 0.0 if pid in self.born else v)) for pid, v in cpu1.items())
+        live = self._live()
+        ours = self._ours() - self.ours0 + sum(v - self.live0.get(pid, 0.0) for pid, v in live.items())
+        used = max(0.0, self._busy() - self.busy0 - ours)
         wall = max(1e-9, time.time() - self.t0)
         return {"other_cores_busy": round(used / wall, 2), "loadavg_start": round(self.load0, 2),
                 "loadavg_end": round(os.getloadavg()[0], 2), "seconds": round(wall, 1)}

@@ -154,6 +154,9 @@ def measure(name: str, procs: list[Proc], url: str, mock_url: str, cfg: Any, bac
     sampler = Sampler({p.name: p.pid for p in procs})
     sampler.start()
     base = sum(count_statuses(backend.db_url).values()) if backend is not None else 0
+    from bench.__main__ import Noise
+
+    noise = Noise()
     t0 = time.time()
     if on_load is not None:
         on_load(sampler)
@@ -161,6 +164,7 @@ def measure(name: str, procs: list[Proc], url: str, mock_url: str, cfg: Any, bac
     t_load = time.time() - t0
     d = drain(mock_url, t0, hookline_done(backend) if backend else (lambda: True), timeout=cfg.peers_drain_timeout)
     sampler.stop()
+    other = noise.end()["other_cores_busy"]
     cpu = sampler.cpu_s
     peaks = list(sampler.peak.values())
     out: dict[str, Any] = {
@@ -170,14 +174,14 @@ def measure(name: str, procs: list[Proc], url: str, mock_url: str, cfg: Any, bac
         "runs_per_s": d["hits"] / d["drain_s"] if d["drain_s"] > 0 else None,
         "cpu_s": cpu, "cpu_ms_per_run": 1000 * cpu / d["hits"] if d["hits"] else None,
         "rss_total_mb": sum(peaks) / MB, "rss_max_mb": max(peaks, default=0) / MB, "processes": len(peaks),
-        "wrk": res["command"],
+        "other_cores_busy": other, "wrk": res["command"],
     }
     if backend is not None:
         out["runs_stored"] = sum(count_statuses(backend.db_url).values()) - base
     log(f"  {name:13} acked {out['acked_rps']:7.0f}/s  p50 {out['p50_ms']:6.1f}  p99 {out['p99_ms']:6.1f} ms  "
         f"completed {out['runs_per_s'] or 0:7.1f}/s ({d['hits']} in {d['drain_s']:.1f}s{'' if d['drained'] else ', NOT DRAINED'})"
         f"  CPU {out['cpu_ms_per_run'] or 0:.2f} ms/run  RSS {out['rss_total_mb']:.0f} MB / {out['processes']} procs"
-        f" (max {out['rss_max_mb']:.0f})")
+        f" (max {out['rss_max_mb']:.0f}); others busy {other} cores")
     return out
 
 

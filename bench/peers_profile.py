@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Flask / Werkzeug", ("flask/", "werkzeug/wrappers", "werkzeug/routing", "werkzeug/datastructures",
                           "werkzeug/wsgi", "werkzeug/local", "werkzeug/http", "werkzeug/sansio", "werkzeug/test",
                           "werkzeug/utils", "werkzeug/urls")),
-    ("HTTP server (gunicorn / werkzeug serving)", ("gunicorn/", "werkzeug/serving.py", "socketserver.py",
+    ("HTTP server (gunicorn / waitress)", ("gunicorn/", "waitress/", "werkzeug/serving.py", "socketserver.py",
                                                    "http/server.py", "selectors.py", "socket.py")),
 )
 OTHER = "other (threads, stdlib, interpreter)"

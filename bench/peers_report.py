@@ -91,7 +91,7 @@ def peers_table(out: dict[str, Any]) -> str:
     peers = [p for p in ("node-red", "n8n") if p in systems]
     head = ["System", "acknowledged req/s", "ack p50 / p99 ms", "completed runs/s",
             *(f"x {LABELS[p].split(',')[0].split(' (')[0]}" for p in peers), "every run durable", "CPU ms per run",
-            "peak RSS MB (all processes; largest)"]
+            "peak RSS MB (all processes; largest)", "other processes, cores busy"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in ("node-red", "n8n", *HOOKLINE_SETUPS):
         items = systems.get(name)
@@ -106,7 +106,8 @@ def peers_table(out: dict[str, Any]) -> str:
         lines.append(f"| {LABELS[name]} | {_span(items, 'acked_rps')} | {_span(items, 'p50_ms')} / "
                      f"{_span(items, 'p99_ms')} | {_span(items, 'runs_per_s')} | {' | '.join(ratios)}"
                      f"{' | ' if ratios else ''}{DURABLE.get(name, 'yes')} | {_span(items, 'cpu_ms_per_run', 2)} | "
-                     f"{_span(items, 'rss_total_mb')} ({procs} processes); {_span(items, 'rss_max_mb')} |")
+                     f"{_span(items, 'rss_total_mb')} ({procs} processes); {_span(items, 'rss_max_mb')} | "
+                     f"{_span(items, 'other_cores_busy', 2)} |")
     ceil = ceilings(out)
     if ceil:
         lines += ["", "| Ingest only (no worker), same load, acknowledged req/s | "
