@@ -5,15 +5,26 @@ from __future__ import annotations
 import secrets
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from engine.config import Settings
 from engine.service import Service
+
+
+class RowId(IntegerConverter):
+    """``<int:...>`` in every route: an id a database column can hold (2^63 - 1 at most); larger ones are a 404,
+    not an overflow inside the query (a 500)."""
+
+    def __init__(self, url_map: object, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(url_map, *args, **kwargs)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Flask:
     """Build the app; without ``service`` it wires the store, catalog and Huey queue from settings."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.url_map.converters["int"] = RowId  # before any route is added
     app.config.update(
         SECRET_KEY=settings.secret_key or secrets.token_hex(32),
         SESSION_COOKIE_HTTPONLY=True,

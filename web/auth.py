@@ -5,33 +5,40 @@ Who may do what:
 - ``HOOKLINE_ADMIN_PASSWORD`` set: pages need a login (``/login``, session cookie HttpOnly, SameSite=Lax,
   Secure over HTTPS); ``/api`` takes that session or ``Authorization: Bearer <HOOKLINE_API_TOKEN>``.
 - not set: pages and API are open and every page says so in a banner. A Bearer token, when sent, must
-  still be right.
+  still be right. They answer only requests whose Host is trusted (``HOOKLINE_TRUSTED_HOSTS``, by default
+  the loopback names and the address served on), so a DNS-rebinding page cannot drive a local UI.
 - always open: ``/hooks/*`` (providers), the sandbox receiver ``/sandbox/<name>/...``, ``/healthz``,
   ``/readyz`` and ``/static``.
 
 Every POST from a browser carries the session's CSRF token, as the ``csrf_token`` form field or the
 ``X-CSRF-Token`` header (fetch from app.js); the login form too, so a page on another site cannot log
 a browser into an attacker's session. API calls with a valid Bearer token carry no cookie and are exempt.
+
+A login is a server-side session (web/sessions.py): logout ends it for every copy of the cookie, and one
+unused for ``HOOKLINE_SESSION_IDLE_S`` ends by itself.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 
 from web.errors import ApiError
 from web.hooks import service
+from web.sessions import SessionRegistry
 
 bp = Blueprint("auth", __name__)
 
 OPEN_PREFIXES = ("/hooks/", "/sandbox/", "/static/")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # scraped by Prometheus; expose only internally
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
@@ -46,7 +53,35 @@ def password_required() -> bool:
 
 
 def logged_in() -> bool:
-    return bool(session.get("user"))
+    """A login whose server-side session is still live (checked once per request)."""
+    if "logged_in" not in g:
+        token = session.get("sid")
+        g.logged_in = bool(session.get("user")) and isinstance(token, str) and _registry().alive(token)
+        if session.get("user") and not g.logged_in:
+            session.clear()  # revoked or idle: the browser gets a fresh, empty session
+    return bool(g.logged_in)
+
+
+def _registry() -> SessionRegistry:
+    registry: SessionRegistry = current_app.extensions["hookline_sessions"]
+    return registry
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header: no port, no IPv6 brackets, no trailing dot, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            name = host
+    return name.rstrip(".")
+
+
+def trusted_host(host: str, patterns: tuple[str, ...]) -> bool:
+    name = host_name(host)
+    return bool(name) and any(fnmatch.fnmatchcase(name, p.strip().lower().rstrip(".")) for p in patterns)
 
 
 def csrf_token() -> str:
@@ -87,6 +122,13 @@ def _guard() -> Any:
     path = request.path
     if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
+    settings = service().settings
+    if not settings.admin_password:  # an open UI: only for names that are ours (DNS rebinding)
+        trusted = settings.trusted_hosts or LOOPBACK_HOSTS
+        if not trusted_host(request.host, trusted):  # plain JSON: no error page, so no session or CSRF token either
+            message = (f"untrusted Host {request.host[:100]!r}: without HOOKLINE_ADMIN_PASSWORD the UI answers only "
+                       "HOOKLINE_TRUSTED_HOSTS (default: localhost and the address served on)")
+            return jsonify({"ok": False, "error": message, "status": 400}), 400
     api = path.startswith("/api/")
     token = _bearer() if api else None
     if token is not None:
@@ -143,19 +185,29 @@ def login() -> Any:
         return render_template("login.html", next=target, error=None)
     if not _same(request.form.get("password", ""), service().settings.admin_password):
         return render_template("login.html", next=target, error="Wrong password."), 401
+    old = session.get("sid")
+    if isinstance(old, str):
+        _registry().end(old)
     session.clear()  # a new session on login: no fixation
     session["user"] = "admin"
+    session["sid"] = _registry().start()
+    g.logged_in = True
     csrf_token()
     return redirect(target)
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    token = session.get("sid")
+    if isinstance(token, str):
+        _registry().end(token)  # every saved copy of this cookie stops working now
     session.clear()
     return redirect(url_for("auth.login") if password_required() else url_for("ui.flows"))
 
 
 def init_app(app: Flask) -> None:
+    svc = app.extensions["hookline"]
+    app.extensions["hookline_sessions"] = SessionRegistry(svc.store.engine, svc.settings.session_idle_s)
     app.session_interface = SessionInterface()
     app.before_request(_guard)
     app.after_request(_security_headers)
