@@ -28,7 +28,7 @@ from engine.errors import FlowInvalid, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
 from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
-from engine.runner import run_flow
+from engine.runner import resume_maps, run_flow
 from engine.steps import RunOptions
 from engine.store import Accepted, LeaseLost, RunStore
 from engine.verify import secret_fields
@@ -93,15 +93,15 @@ class _StoreRecorder:
         timeout = getattr(getattr(step, "config", None), "timeout", None) or self.default_timeout
         return time.time() + self.lease_s + timeout
 
-    def step_started(self, step: Step, attempt: int, started_at: float, idempotency_key: str) -> None:
+    def step_started(self, step: Step, path: str, attempt: int, started_at: float, idempotency_key: str) -> None:
         self.store.step_started(
             self.run_id, self.owner,
-            StepResult(step.id, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
+            StepResult(path, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
                        idempotency_key=idempotency_key),
             self._until(step), earlier=self.pending, completed=self.completed, claim_at=self.claim_at,
         )
         self.pending, self.completed, self.claim_at = [], None, None
-        self.started.add((step.id, attempt))
+        self.started.add((path, attempt))
 
     def step_finished(self, result: StepResult) -> None:
         if (result.path, result.attempt) in self.started:
@@ -292,10 +292,7 @@ class Service:
                 result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
                 self.store.finish(run_id, self.owner, result, claim_at=claim.claim_at)
                 return result.status
-            done = {r.path: r for r in claim.steps if r.status.done}
-            attempts: dict[str, int] = {}
-            for r in claim.steps:
-                attempts[r.path] = max(attempts.get(r.path, 0), r.attempt)
+            done, attempts = resume_maps(claim.steps)
             recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s,
                                       self.settings.http_timeout_s, claim_at=claim.claim_at)
             info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))

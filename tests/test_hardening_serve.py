@@ -140,3 +140,22 @@ def test_gunicorn_refuses_a_truncated_body_too(tmp_path: Path) -> None:
         reply = _reply(sock)
         assert reply.startswith(b"HTTP/1.1 400 ") and b"11 of its 100 declared bytes" in reply, reply[:300]
         assert _runs(base) == []
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_sqlite_file_deleted_or_replaced_while_serving_is_503_never_202(tmp_path: Path, how: str) -> None:
+    """Issue 16 item 7: open connections kept writing into the unlinked file; every 202 after that was lost."""
+    for base in _start(tmp_path, "serve"):
+        assert httpx.post(base + "/hooks/plain", json={"id": "before"}, timeout=10).status_code == 202
+        db = tmp_path / "h.db"
+        if how == "deleted":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        else:
+            (tmp_path / "other.db").write_bytes(db.read_bytes())
+            (tmp_path / "other.db").replace(db)
+        for i in range(3):
+            ack = httpx.post(base + "/hooks/plain", json={"id": f"after-{i}"}, timeout=10)
+            assert ack.status_code == 503, ack.text
+        ready = httpx.get(base + "/readyz", timeout=10)
+        assert ready.status_code == 503 and how in ready.json()["checks"]["database"]

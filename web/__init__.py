@@ -40,6 +40,9 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         service = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir),
                           enqueue=tasks.enqueue, pending=tasks.huey.pending_count)
     app.extensions["hookline"] = service
+    from engine.sqlite_guard import SqliteGuard
+
+    app.extensions["hookline_sqlite_guard"] = SqliteGuard.for_url(service.settings.database_url)
 
     from web import auth, health, hooks, metrics, sandbox, ui
     from web.errors import register_error_handlers

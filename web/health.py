@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from web.hooks import service
 
@@ -21,6 +21,9 @@ def readyz() -> Any:
     svc = service()
     checks: dict[str, str] = {}
     try:
+        guard = current_app.extensions.get("hookline_sqlite_guard")
+        if guard is not None:
+            guard.check()  # a deleted or replaced SQLite file still answers pings through open connections
         svc.store.ping()
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready

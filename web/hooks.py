@@ -17,7 +17,7 @@ from engine.errors import MissingEnvError, StoreUnavailable, VerificationError, 
 from engine.events import BadBody, parse_body
 from engine.model import Flow
 from engine.service import Service
-from engine.verify import verify_request
+from engine.sqlite_guard import DatabaseFileGone
 from web.errors import ApiError
 
 bp = Blueprint("hooks", __name__)
@@ -118,9 +118,12 @@ def receive(flow_id: str) -> Any:
     if isinstance(parsed, dict) and parsed.get("type") == "url_verification" and "challenge" in parsed:
         return jsonify({"challenge": parsed["challenge"]})  # Slack's URL handshake: no run
     try:
+    guard = current_app.extensions.get("hookline_sqlite_guard")
         accepted = svc.accept_event(flow, method=request.method, query_string=request.query_string.decode("latin-1"),
+        if guard is not None:
+            guard.check()  # never acknowledge into a SQLite file that was deleted or replaced (I1)
                                     headers=headers, body=body, content_type=content_type, parsed=parsed)
-    except (StoreUnavailable, SQLAlchemyError) as exc:
+    except (StoreUnavailable, SQLAlchemyError, DatabaseFileGone) as exc:
         log.error("could not store webhook for %s: %s", flow_id, exc)
         raise reject(flow_id, 503, "unavailable", "could not store the event; retry later") from None
     run_url = url_for("ui.run_detail", run_id=accepted.run_id) if "ui.run_detail" in current_app.view_functions \
