@@ -5,38 +5,38 @@ A value in a flow file is one of:
 - ``$.json.path`` over the event body (jsonpath-ng, filters included): one match gives the
   value, several a list, none null; ``$$`` escapes a literal dollar;
 - ``"{{ expression }}"`` alone: the expression's native value (number, list, dict...);
-- text mixing ``{{ }}``/``{% %}`` and literals: a string;
+- a block template (with ``{% %}``) whose text is a JSON (or Python literal) list or mapping:
+  that list or mapping, so ``{% for %}`` can build request bodies;
+- any other text mixing ``{{ }}``/``{% %}`` and literals: a string;
 - ``${NAME}`` / ``${NAME:-default}`` anywhere in a string: an environment variable read at
   render time. Its value is a secret: the RenderContext collects it so callers can redact it.
 
-Jinja2 runs in an immutable sandbox with StrictUndefined: templates come from flow files but
-render untrusted event data, so attribute escapes, unbounded repetition and missing keys fail
-with a TemplateError instead of doing something surprising.
+Jinja2 runs in engine.jinjaenv's immutable sandbox: templates come from flow files but render
+untrusted event data, so attribute escapes, unbounded work, slow renders and missing keys fail
+with a TemplateError instead of doing something surprising. A missing value may be caught with
+``| default`` or ``is defined`` however deep the missing parent; any other use of it fails.
 """
 
 from __future__ import annotations
 
+import ast as pyast
 import base64
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
-from engine import envrefs
+from engine import envrefs, jinjaenv
 from engine.errors import EngineError, FlowError, TemplateError
-
-MAX_OUTPUT = 1_000_000  # characters one template may produce
-MAX_REPEAT = 100_000  # longest string/list a `*` may build
+from engine.jinjaenv import ENV, MAX_OUTPUT, RENDER_DEADLINE_S, DeadlineExceeded
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,12 @@ class Where:
 class RenderContext:
     """Variables for one render plus the environment; remembers every env value it handed out."""
 
-    def __init__(self, variables: Mapping[str, Any], env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, variables: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                 deadline_s: float = RENDER_DEADLINE_S) -> None:
         self.variables = dict(variables)
         self.env: Mapping[str, str] = env or {}
         self.secrets: dict[str, str] = {}
+        self.deadline_s = deadline_s  # CPU seconds each template render may take
 
     def env_value(self, ref: envrefs.EnvRef, where: Where) -> str:
         value = ref.resolve(self.env, f"{where.path}" if where.path else "")
@@ -63,113 +65,15 @@ class RenderContext:
         return value
 
 
-_RANGE_BUDGET: ContextVar[list[int]] = ContextVar("hookline_range_budget")
-MAX_RANGE_TOTAL = 200_000  # range() items one render may produce, nested loops included
-MAX_INT_BITS = 100_000
-_BIG_NUMBER = re.compile(r"\d{7,}|[1-9]\d{5}")  # a width/precision above 99,999 in a format spec
-
-
-def _budget_range(*args: int) -> range:
-    """``range`` for templates: each call is bounded by the sandbox, and all calls of one render together."""
-    rng = safe_range(*args)
-    budget = _RANGE_BUDGET.get(None)
-    if budget is not None:
-        budget[0] -= len(rng)
-        if budget[0] < 0:
-            raise SecurityError(f"loops over more than {MAX_RANGE_TOTAL} range items in one template")
-    return rng
-
-
-def _check_width(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    if any(isinstance(a, int) and not isinstance(a, bool) and a > MAX_REPEAT for a in (*args, *kwargs.values())):
-        raise SecurityError(f"{name} wider than {MAX_REPEAT} is not allowed")
-
-
-def _check_format(spec: str) -> None:
-    if _BIG_NUMBER.search(spec):
-        raise SecurityError(f"format widths above {MAX_REPEAT} are not allowed")
-
-
-def _check_replace(text: str, old: Any, new: Any, count: Any = -1) -> None:
-    if isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
-        hits = text.count(old) if old else len(text) + 1
-        if isinstance(count, int) and count >= 0:
-            hits = min(hits, count)
-        if len(text) + hits * (len(new) - len(old)) > MAX_OUTPUT:
-            raise SecurityError(f"replace producing more than {MAX_OUTPUT} characters is not allowed")
-
-
-class _Env(ImmutableSandboxedEnvironment):
-    """Sandbox with dict keys before dict methods (``event.items`` is the key) and bounded output:
-    repetition, padding, format widths, replace, big integers and range() are all capped."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:
-                    raise SecurityError(f"repetition producing more than {MAX_REPEAT} items is not allowed")
-        if operator == "**" and isinstance(left, int) and isinstance(right, int):
-            if right > 0 and max(1, left.bit_length()) * right > MAX_INT_BITS:
-                raise SecurityError(f"integers larger than {MAX_INT_BITS} bits are not allowed")
-        if operator == "%" and isinstance(left, str):
-            _check_format(left)
-        return super().call_binop(context, operator, left, right)
-
-    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in (
-                "format", "format_map"):
-            _check_format(value.__self__)
-        return super().wrap_str_format(value)
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        name = getattr(__obj, "__name__", "")
-        owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str):
-            if name in _PADDING:
-                _check_width(f"str.{name}", args, kwargs)
-            elif name == "replace" and args:
-                _check_replace(owner, *args[:3])
-        return super().call(__context, __obj, *args, **kwargs)
-
-
-_PADDING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs"})
-_WIDE_FILTERS = ("center", "indent", "truncate", "wordwrap", "filesizeformat")
-
-
-def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _check_width(f"the {name} filter", args[1:], kwargs)
-        return fn(*args, **kwargs)
-
-    for attr in ("jinja_pass_arg",):  # keep Jinja's context/environment passing markers
-        if hasattr(fn, attr):
-            setattr(wrapper, attr, getattr(fn, attr))
-    return wrapper
-
-
-def _format_filter(value: str, *args: Any, **kwargs: Any) -> str:
-    _check_format(str(value))
-    return str(value) % (kwargs or args)
-
-
-def _replace_filter(value: Any, old: str, new: str, count: int | None = None) -> str:
-    text = str(value)
-    _check_replace(text, old, new, -1 if count is None else count)
-    return text.replace(old, new, -1 if count is None else count)
-
-
 def _jsonpath_filter(value: Any, path: str) -> Any:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
     return jsonpath_value(compile_jsonpath(path), value)
 
 
 def _jsonpath_all(value: Any, path: str) -> list[Any]:
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
     return [m.value for m in compile_jsonpath(path).find(value)]
 
 
@@ -186,24 +90,17 @@ def _fromjson(value: str) -> Any:
     return json.loads(value)
 
 
-def _make_env() -> _Env:
-    env = _Env(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.globals["range"] = _budget_range
-    for name in _WIDE_FILTERS:
-        env.filters[name] = _bounded_filter(name, env.filters[name])
-    env.filters["format"] = _format_filter
-    env.filters["replace"] = _replace_filter
-    env.filters.update(
+def _add_filters() -> None:
+    ENV.filters.update(
         jsonpath=_jsonpath_filter,
         jsonpath_all=_jsonpath_all,
         b64encode=_b64encode,
         b64decode=_b64decode,
         fromjson=_fromjson,
     )
-    return env
 
 
-ENV = _make_env()
+_add_filters()
 
 
 @lru_cache(maxsize=1024)
@@ -277,7 +174,8 @@ class JsonPath(Expr):
 
 @dataclass(frozen=True)
 class Jinja(Expr):
-    """A Jinja2 template (string result) or single expression (native result)."""
+    """A Jinja2 template (string result), single expression (native result) or block template
+    (``{% %}``: a list or mapping when its text is one, else a string)."""
 
     source: str
     native: bool
@@ -285,16 +183,21 @@ class Jinja(Expr):
     refs: tuple[str, ...]
     fn: Callable[..., Any] = field(compare=False)
     where: Where = Where()
+    blocks: bool = False
 
     def render(self, ctx: RenderContext) -> Any:
         variables = ctx.variables
         if self.env_refs:
             variables = {**variables, "_env": [ctx.env_value(r, self.where) for r in self.env_refs]}
-        budget = _RANGE_BUDGET.set([MAX_RANGE_TOTAL])
+        budget = jinjaenv.start(ctx.deadline_s)
         try:
             result = self.fn(variables)
+            if self.native:
+                _reject_undefined(result)
         except (EngineError, TemplateError):
             raise
+        except DeadlineExceeded as exc:
+            raise _render_error(self.where, str(exc)) from None
         except SecurityError as exc:
             raise _render_error(self.where, f"not allowed in the template sandbox: {exc}") from None
         except RecursionError:
@@ -304,15 +207,48 @@ class Jinja(Expr):
         except Exception as exc:  # noqa: BLE001 - event data can make any operator fail (1/0, "a" + 1)
             raise _render_error(self.where, f"{type(exc).__name__}: {exc}") from None
         finally:
-            _RANGE_BUDGET.reset(budget)
-        if isinstance(result, Undefined):
-            raise _render_error(self.where, f"{result._undefined_message}")
-        if isinstance(result, str) and len(result) > MAX_OUTPUT:
-            raise _render_error(self.where, f"template output exceeds {MAX_OUTPUT} characters")
+            jinjaenv.stop(budget)
+        if isinstance(result, str):
+            if len(result) > MAX_OUTPUT:
+                raise _render_error(self.where, f"template output exceeds {MAX_OUTPUT} characters")
+            if self.blocks:
+                return structured(result)
         return result
 
     def step_refs(self) -> Iterator[tuple[str, Where]]:
         return ((r, self.where) for r in self.refs)
+
+
+def _reject_undefined(value: Any) -> None:
+    """A native result may hold a missing value (``[event.nope]``); it fails here, not when stored."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Undefined):
+            item._fail_with_undefined_error()
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+
+
+def structured(text: str) -> Any:
+    """The list or mapping a block template's text spells (JSON, else a Python literal), or the text.
+
+    Only text that starts with ``[`` or ``{`` and parses whole counts: ``[x]`` or ``{oops`` stay text.
+    A Python literal is accepted because ``{{ item }}`` of a dict renders its repr.
+    """
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{" or stripped[-1] not in "]}":
+        return text
+    try:
+        value = json.loads(stripped)
+    except (ValueError, RecursionError):
+        try:
+            value = pyast.literal_eval(stripped)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return text
+    return value if isinstance(value, list | dict) else text
 
 
 @dataclass(frozen=True)
@@ -407,6 +343,7 @@ def _compile_jinja(source: str, where: Where, *, native: bool) -> Jinja:
     if refs:
         source = _substitute_env(parts, native, where)
     text = "{{ " + source + " }}" if native else source
+    budget = jinjaenv.start()  # Jinja runs filters on constants while compiling: bounded like a render
     try:
         ast = ENV.parse(text)
         if native:
@@ -431,7 +368,14 @@ def _compile_jinja(source: str, where: Where, *, native: bool) -> Jinja:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         raise TemplateError(f"template does not compile: {message}", file=where.file, line=where.line,
                             path=where.path) from None
-    return Jinja(source=source, native=native, env_refs=refs, refs=_step_refs_of(ast), fn=fn, where=where)
+    finally:
+        violation = jinjaenv.compile_violation()
+        jinjaenv.stop(budget)
+    if violation is not None:
+        raise TemplateError(f"template does not compile: {violation}", file=where.file, line=where.line,
+                            path=where.path)
+    return Jinja(source=source, native=native, env_refs=refs, refs=_step_refs_of(ast), fn=fn, where=where,
+                 blocks=not native and "{%" in text)
 
 
 def compile_value(raw: Any, where: Where, lines: Mapping[str, int] | None = None,
@@ -543,7 +487,12 @@ def compile_key(source: str) -> KeyExpr:
 
 
 class Placeholder:
-    """Stands in for a response a dry run did not receive; any lookup on it is another placeholder."""
+    """Stands in for a response a dry run did not receive; any lookup on it is another placeholder.
+
+    So that a dry run gets past ``when:`` and ``filter:`` conditions on such a response, a comparison
+    with a placeholder is another (truthy) placeholder: the condition counts as true, and the value
+    reads ``<response of pay.json.amount > 0>`` wherever it is shown. Arithmetic gives a placeholder too.
+    """
 
     def __init__(self, label: str) -> None:
         self._label = label
@@ -566,6 +515,36 @@ class Placeholder:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    __hash__ = object.__hash__
+
+    def _op(symbol: str, reflected: bool = False) -> Callable[[Placeholder, Any], Placeholder]:  # type: ignore[misc]
+        def method(self: Placeholder, other: Any) -> Placeholder:
+            left, right = (other, self) if reflected else (self, other)
+            return Placeholder(f"{_label_of(left)} {symbol} {_label_of(right)}")
+
+        return method
+
+    __eq__ = _op("==")  # type: ignore[assignment]
+    __ne__ = _op("!=")  # type: ignore[assignment]
+    __lt__, __le__, __gt__, __ge__ = _op("<"), _op("<="), _op(">"), _op(">=")
+    __add__, __sub__, __mul__, __truediv__ = _op("+"), _op("-"), _op("*"), _op("/")
+    __floordiv__, __mod__, __pow__ = _op("//"), _op("%"), _op("**")
+    __radd__, __rsub__, __rmul__ = _op("+", True), _op("-", True), _op("*", True)
+    __rtruediv__, __rfloordiv__, __rmod__, __rpow__ = _op("/", True), _op("//", True), _op("%", True), _op("**", True)
+    del _op
+
+    def __neg__(self) -> Placeholder:
+        return Placeholder(f"-{self._label}")
+
+    __pos__ = __abs__ = lambda self: self  # noqa: E731
+
+
+def _label_of(value: Any) -> str:
+    return value._label if isinstance(value, Placeholder) else repr(value)
 
 
 def _env_refs(expr: Expr) -> Iterator[envrefs.EnvRef]:
