@@ -18,6 +18,7 @@ from engine.events import BadBody, parse_body
 from engine.model import Flow
 from engine.service import Service
 from engine.sqlite_guard import DatabaseFileGone
+from engine.verify import verify_request
 from web.errors import ApiError
 
 bp = Blueprint("hooks", __name__)
