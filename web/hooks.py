@@ -118,11 +118,11 @@ def receive(flow_id: str) -> Any:
         raise reject(flow_id, 400, "bad_body", str(exc)) from None
     if isinstance(parsed, dict) and parsed.get("type") == "url_verification" and "challenge" in parsed:
         return jsonify({"challenge": parsed["challenge"]})  # Slack's URL handshake: no run
-    try:
     guard = current_app.extensions.get("hookline_sqlite_guard")
-        accepted = svc.accept_event(flow, method=request.method, query_string=request.query_string.decode("latin-1"),
+    try:
         if guard is not None:
             guard.check()  # never acknowledge into a SQLite file that was deleted or replaced (I1)
+        accepted = svc.accept_event(flow, method=request.method, query_string=request.query_string.decode("latin-1"),
                                     headers=headers, body=body, content_type=content_type, parsed=parsed)
     except (StoreUnavailable, SQLAlchemyError, DatabaseFileGone) as exc:
         log.error("could not store webhook for %s: %s", flow_id, exc)
