@@ -46,12 +46,12 @@ class Settings:
     secret_key: str = _f("", "Flask session signing key; generated per process when empty.")
     admin_password: str = _f("", "When set, the UI and API require login with this password.")
     api_token: str = _f("", "Bearer token accepted by the JSON API.")
-    log_format: str = _f("text", "'text' for humans, 'json' for one JSON object per line.")
-
     trusted_hosts: tuple[str, ...] = _f(
         (), "Host header values the UI and API answer when no admin password is set (wildcards allowed); "
             "default: localhost, 127.0.0.1, ::1 and the address served on.")
     session_idle_s: float = _f(8 * 3600.0, "A login session unused this long is ended (and logout ends it at once).")
+    log_format: str = _f("text", "'text' for humans, 'json' for one JSON object per line.")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "HOOKLINE_", **overrides: Any) -> Settings:
         """Defaults, then ``HOOKLINE_<FIELD>`` variables, then explicit overrides."""
