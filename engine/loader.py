@@ -19,7 +19,7 @@ import yaml
 from engine import envrefs
 from engine.errors import FlowError, FlowInvalid, TemplateError
 from engine.model import Flow, Step, Trigger
-from engine.steps import REGISTRY, Field, StepType, parse_duration
+from engine.steps import REGISTRY, Field, StepType, parse_duration, walk
 from engine.steps.http import parse_statuses
 from engine.templating import (
     Expr,
@@ -30,10 +30,11 @@ from engine.templating import (
     compile_value,
     env_refs,
 )
+from engine.units import parse_size
 
-FLOW_KEYS = ("id", "name", "description", "trigger", "steps")
+FLOW_KEYS = ("id", "name", "description", "trigger", "steps", "on_failure")
 TRIGGER_KEYS = ("verify", "dedupe", "order_by", "max_body", "index", "redact_headers", "verify_token")
-STEP_COMMON = ("id", "when", "description", "name")
+STEP_COMMON = ("id", "when", "on_error", "description", "name")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 STEP_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
@@ -52,6 +53,7 @@ class _Doc:
         self.text = text
         self.lines: dict[str, int] = {}
         self.errors: list[FlowError] = []
+        self.step_ids: list[tuple[str, str]] = []  # (id, key path) of every step, nested ones included
         self.nodes = 0
         self._constructor = yaml.SafeLoader("")
 
@@ -174,31 +176,38 @@ def load_flow(text: str, file: str = "<flow>", *, flow_id: str | None = None) ->
         doc.error("name must be a string", doc.line("name"), "name")
     description = raw.get("description", "")
     trigger = _trigger(raw.get("trigger"), doc)
-    steps = _steps(raw.get("steps"), doc)
+    if raw.get("steps") is None:
+        doc.error("a flow needs `steps:` (a list)", doc.line(""), "steps")
+    steps = _block(raw.get("steps"), doc, "steps", required=False)
+    on_failure = _block(raw.get("on_failure"), doc, "on_failure", required=False)
+    by_id = _check_ids([("steps", steps), ("on_failure", on_failure)], doc)
+    where: dict[str, str] = {}
+    _scopes(steps + on_failure, where)
+    order: dict[str, int] = {}
+    for step in walk(steps + on_failure):
+        order.setdefault(step.id, len(order))
+    visible = _check_refs(steps, set(), order, doc, where)
+    _check_refs(on_failure, visible, order, doc, where)
     if doc.errors:
         raise FlowInvalid(file, doc.errors)
-    names: set[str] = set()
-    for step in steps:
-        names.update(_env_names(step))
+    names = {ref.name for step in walk(steps + on_failure) for _, expr in step_exprs(step) for ref in env_refs(expr)}
     return Flow(
         id=fid,
         name=str(name),
         description=str(description or ""),
-        steps=tuple(steps),
+        steps=steps,
         trigger=trigger,
         path=file,
         source=text,
         version=version_of(text),
         env_names=frozenset(names),
+        on_failure=on_failure,
+        by_id=by_id,
     )
 
 
 def version_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _env_names(step: Step) -> set[str]:
-    return {ref.name for _, expr in _exprs(step) for ref in env_refs(expr)}
 
 
 def _trigger(raw: Any, doc: _Doc) -> Trigger:
@@ -213,7 +222,7 @@ def _trigger(raw: Any, doc: _Doc) -> Trigger:
                       f"trigger.{key}")
     verify = None
     if raw.get("verify") is not None:
-        from engine.verify import parse_verify
+        from engine.presets import parse_verify
 
         if not isinstance(raw["verify"], dict):
             doc.error("verify must be a mapping with a provider", doc.line("trigger.verify"), "trigger.verify")
@@ -264,63 +273,112 @@ def _trigger(raw: Any, doc: _Doc) -> Trigger:
     )
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|k|m)?\s*$", re.IGNORECASE)
-
-
 def _size(value: Any, doc: _Doc, path: str) -> int | None:
-    match = _SIZE.match(str(value))
-    if not match or isinstance(value, bool):
-        doc.error("expected a size like 1048576, 512KiB or 10MiB", doc.line(path), path)
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        doc.error(str(exc), doc.line(path), path)
         return None
-    unit = (match.group(2) or "b").lower()
-    factor = {"b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}[unit]
-    return int(match.group(1)) * factor
 
 
-def _steps(raw: Any, doc: _Doc) -> list[Step]:
+def _block(raw: Any, doc: _Doc, path: str, *, required: bool = True) -> tuple[Step, ...]:
+    """A list of steps (the flow's, ``on_failure``'s or a container's), parsed depth first."""
     if raw is None:
-        doc.error("a flow needs `steps:` (a list)", doc.line(""), "steps")
-        return []
+        if required:
+            doc.error(f"`{path.rsplit('.', 1)[-1]}:` needs a list of steps", doc.line(path), path)
+        return ()
     if not isinstance(raw, list) or not raw:
-        doc.error("steps must be a non-empty list", doc.line("steps"), "steps")
-        return []
-    steps: list[Step] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        path = f"steps[{i}]"
-        sid = item.get("id") if isinstance(item, dict) else None
-        if isinstance(sid, str):
-            if sid in seen:
-                doc.error(f"duplicate step id {sid!r} (first used by steps[{seen[sid]}])", doc.line(f"{path}.id"),
-                          f"{path}.id")
-            else:
-                seen[sid] = i
-        step = _step(item, i, path, doc)
-        if step is not None:
-            steps.append(step)
-    # references: steps.<id> must name an earlier step
+        doc.error(f"{path.rsplit('.', 1)[-1]} must be a non-empty list of steps", doc.line(path), path)
+        return ()
+    steps = [_step(item, i, f"{path}[{i}]", doc) for i, item in enumerate(raw)]
+    return tuple(s for s in steps if s is not None)
+
+
+def _check_ids(blocks: list[tuple[str, tuple[Step, ...]]], doc: _Doc) -> dict[str, Step]:
+    """Step ids are unique across the whole flow (they name ``steps.<id>``, stubs and records)."""
+    first: dict[str, str] = {}
+    for sid, path in doc.step_ids:
+        if sid in first:
+            doc.error(f"duplicate step id {sid!r} (first used by {first[sid]})", doc.line(f"{path}.id"), f"{path}.id")
+        else:
+            first[sid] = path
+    by_id: dict[str, Step] = {}
+    for _name, steps in blocks:
+        for step in walk(steps):
+            by_id.setdefault(step.id, step)
+    return by_id
+
+
+def _check_refs(steps: tuple[Step, ...], visible: set[str], order: Mapping[str, int], doc: _Doc,
+                where: dict[str, str]) -> set[str]:
+    """``steps.<id>`` must name a step that has run by then: earlier in this list or an enclosing one, or in
+    a branch of an earlier switch (null when not taken); a foreach's own steps are read as its output.
+    Returns the ids visible after this list."""
+    visible = set(visible)
     for step in steps:
-        for expr_path, expr in _exprs(step):
-            for ref, where in expr.step_refs():
-                if ref not in seen:
-                    doc.errors.append(TemplateError(f"unknown step {ref!r} in steps.{ref}", file=where.file,
-                                                    line=where.line, path=where.path or expr_path))
-                elif seen[ref] >= step.index:
-                    doc.errors.append(TemplateError(
-                        f"steps.{ref} is not available yet: step {ref!r} runs at or after this one",
-                        file=where.file, line=where.line, path=where.path or expr_path))
-    return steps
+        inside = _inside(step)
+        for expr_path, expr in step_exprs(step):
+            for ref, at in expr.step_refs():
+                problem = None
+                if ref not in order:
+                    problem = f"unknown step {ref!r} in steps.{ref}"
+                elif ref not in visible and ref not in inside:
+                    if order[ref] > order[step.id]:
+                        problem = f"steps.{ref} is not available yet: step {ref!r} runs at or after this one"
+                    else:
+                        problem = (f"steps.{ref} is inside {where.get(ref, 'another branch')} and cannot be read here"
+                                   " (read a foreach's items as steps.<foreach id>)")
+                if problem:
+                    doc.errors.append(TemplateError(problem, file=at.file, line=at.line, path=at.path or expr_path))
+        after_children: set[str] = set()
+        if step.config is not None:
+            for block in REGISTRY[step.type].children(step.config):
+                inner = _check_refs(block.steps, visible, order, doc, where)
+                if not block.scoped:
+                    after_children |= inner - visible
+        visible.add(step.id)
+        visible |= after_children
+    return visible
 
 
-def _exprs(step: Step) -> list[tuple[str, Expr]]:
+def _inside(step: Step) -> set[str]:
+    """Ids declared inside ``step``: a container's own values may read them (foreach `output:`)."""
+    return {s.id for s in walk((step,))} - {step.id}
+
+
+def _scopes(steps: tuple[Step, ...], where: dict[str, str]) -> None:
+    """Which container each nested id belongs to, for error messages."""
+    for step in steps:
+        if step.config is None:
+            continue
+        for block in REGISTRY[step.type].children(step.config):
+            for inner in walk(block.steps):
+                where.setdefault(inner.id, f"{step.type} {step.id!r}")
+            _scopes(block.steps, where)
+
+
+def step_exprs(step: Step) -> list[tuple[str, Expr]]:
+    """The step's own compiled values (its `when` and config, not its children's): for references and env names."""
     out: list[tuple[str, Expr]] = []
     if step.when is not None:
         out.append(("when", step.when))
-    config = step.config
-    if isinstance(config, Expr):
-        out.append((step.type, config))
-    elif hasattr(config, "__dict__"):
-        out.extend((k, v) for k, v in vars(config).items() if isinstance(v, Expr))
+
+    def collect(value: Any, label: str) -> None:
+        if isinstance(value, Expr):
+            out.append((label, value))
+        elif isinstance(value, Step):
+            return
+        elif isinstance(value, tuple | list):
+            for v in value:
+                collect(v, label)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                collect(v, f"{label}.{k}")
+        elif hasattr(value, "__dataclass_fields__"):
+            for k in value.__dataclass_fields__:
+                collect(getattr(value, k), f"{label}.{k}")
+
+    collect(step.config, step.type)
     return out
 
 
@@ -336,12 +394,14 @@ def _step(item: Any, index: int, path: str, doc: _Doc) -> Step | None:
         doc.error("step id must be a letter or _ followed by letters, digits or _ (it is used as steps.<id>)",
                   doc.line(f"{path}.id"), f"{path}.id")
         sid = str(sid)
+    if isinstance(item.get("id"), str):
+        doc.step_ids.append((sid, path))
     types = [k for k in item if k in REGISTRY]
-    for key in item:
-        if key not in REGISTRY and key not in STEP_COMMON:
-            doc.error(f"unknown key {key!r}; a step has id, when, description and one of: {', '.join(sorted(REGISTRY))}",
-                      doc.line(f"{path}.{key}"), f"{path}.{key}")
     if len(types) != 1:
+        for key in item:
+            if key not in REGISTRY and key not in STEP_COMMON and not any(key in _option_names(t) for t in REGISTRY):
+                doc.error(f"unknown key {key!r}; a step has {', '.join(STEP_COMMON)} and one of: "
+                          f"{', '.join(sorted(REGISTRY))}", doc.line(f"{path}.{key}"), f"{path}.{key}")
         if not types:
             doc.error(f"step {sid!r} needs one step type: {', '.join(sorted(REGISTRY))}", doc.line(path), path)
         else:
@@ -350,12 +410,30 @@ def _step(item: Any, index: int, path: str, doc: _Doc) -> Step | None:
         return None
     type_name = types[0]
     step_type = REGISTRY[type_name]
+    options = _option_names(type_name)
+    for key in item:
+        if key not in REGISTRY and key not in STEP_COMMON and key not in options:
+            allowed = ", ".join((*STEP_COMMON, *options))
+            hint = ""
+            if any(key in _option_names(t) for t in REGISTRY):
+                owners = sorted(t for t in REGISTRY if key in _option_names(t))
+                hint = f" ({key!r} belongs to {', '.join(owners)} steps)"
+            doc.error(f"unknown key {key!r}{hint}; a {type_name} step has {allowed}", doc.line(f"{path}.{key}"),
+                      f"{path}.{key}")
     when = None
     if item.get("when") is not None:
         when = _compile(lambda: compile_expression(str(item["when"]), doc.where(f"{path}.when")), doc)
-    config = _config(step_type, item[type_name], f"{path}.{type_name}", doc)
+    on_error = item.get("on_error", "fail")
+    if on_error not in ("fail", "continue"):
+        doc.error("on_error must be fail (the default) or continue", doc.line(f"{path}.on_error"), f"{path}.on_error")
+        on_error = "fail"
+    config = _config(step_type, item[type_name], f"{path}.{type_name}", doc, item, path)
     return Step(id=sid, type=type_name, config=config, when=when, line=doc.line(path), index=index,
-                description=str(item.get("description") or item.get("name") or ""))
+                description=str(item.get("description") or item.get("name") or ""), on_error=on_error)
+
+
+def _option_names(type_name: str) -> tuple[str, ...]:
+    return tuple(f.name for f in REGISTRY[type_name].options)
 
 
 def _compile(fn: Any, doc: _Doc) -> Any:
@@ -366,22 +444,26 @@ def _compile(fn: Any, doc: _Doc) -> Any:
         return None
 
 
-def _config(step_type: StepType, raw: Any, path: str, doc: _Doc) -> Any:
+def _config(step_type: StepType, raw: Any, path: str, doc: _Doc, item: Mapping[str, Any], step_path: str) -> Any:
     where = doc.where(path)
     if step_type.shape == "expression":
         if not isinstance(raw, str | bool) or raw == "":
             doc.error("expected an expression, e.g. event.type == \"paid\"", where.line, path)
             return None
-        return _compile(lambda: compile_expression(str(raw), where), doc)
-    if step_type.shape == "value":
-        return compile_value(raw, where, doc.lines, doc.errors)
-    if not isinstance(raw, dict):
+        value: Any = _compile(lambda: compile_expression(str(raw), where), doc)
+    elif step_type.shape == "value":
+        value = compile_value(raw, where, doc.lines, doc.errors)
+    elif not isinstance(raw, dict):
         doc.error(f"{step_type.name} takes a mapping of: {', '.join(f.name for f in step_type.fields)}", where.line,
                   path)
         return None
-    parsed = _fields(step_type.fields, raw, path, doc)
+    else:
+        value = _fields(step_type.fields, raw, path, doc)
+    if step_type.options:
+        value = {"value": value, **_fields(step_type.options, {k: item[k] for k in item if k in
+                                                                {f.name for f in step_type.options}}, step_path, doc)}
     try:
-        return step_type.build(parsed)
+        return step_type.build(value)
     except (ValueError, KeyError, TypeError) as exc:
         doc.error(str(exc), where.line, path)
         return None
@@ -426,6 +508,16 @@ def _field_value(f: Field, value: Any, path: str, doc: _Doc) -> Any:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError("expected a positive whole number")
             return value
+        if f.kind == "expression":
+            if not isinstance(value, str | bool) or value == "":
+                raise ValueError("expected an expression, e.g. event.type == \"paid\"")
+            return compile_expression(str(value), doc.where(path))
+        if f.kind == "steps":
+            return _block(value, doc, path)
+        if f.kind == "list":
+            if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+                raise ValueError(f"expected a list of mappings of: {', '.join(g.name for g in f.fields)}")
+            return [_fields(f.fields, v, f"{path}[{i}]", doc) for i, v in enumerate(value)]
         if f.kind == "bool":
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
@@ -472,8 +564,8 @@ def load_flow_file(path: str | Path) -> Flow:
 def missing_env_vars(flow: Flow, env: Mapping[str, str]) -> list[str]:
     """``${VAR}`` names the flow uses that have no value here and no default."""
     missing: list[str] = []
-    for step in flow.steps:
-        for _, expr in _exprs(step):
+    for step in walk(flow.steps + flow.on_failure):
+        for _, expr in step_exprs(step):
             for ref in env_refs(expr):
                 if not env.get(ref.name) and ref.default is None and ref.name not in missing:
                     missing.append(ref.name)

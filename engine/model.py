@@ -99,8 +99,9 @@ class Step:
     config: Any  # the step type's own parsed config
     when: Expr | None = None
     line: int | None = None
-    index: int = 0
+    index: int = 0  # position in its step list
     description: str = ""
+    on_error: str = "fail"  # "continue": a failure for good is kept in steps.<id>.error and the run goes on
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,12 @@ class Flow:
     source: str = ""
     version: str = ""  # content hash of source (invariant I10)
     env_names: frozenset[str] = frozenset()
+    on_failure: tuple[Step, ...] = ()  # run once when the run fails for good, with `error` in scope
+    by_id: Mapping[str, Step] = field(default_factory=dict)  # every step, nested ones included (ids are unique)
 
     def step(self, step_id: str) -> Step:
-        for s in self.steps:
-            if s.id == step_id:
-                return s
-        raise KeyError(step_id)
+        """A step by id, wherever it is nested; KeyError when there is none."""
+        return self.by_id[step_id]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ class ListRecorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
 
-    def step_started(self, step: Any, attempt: int, started_at: float, idempotency_key: str) -> None:
-        self.events.append(("started", (step.id, attempt, idempotency_key)))
+    def step_started(self, step: Any, path: str, attempt: int, started_at: float, idempotency_key: str) -> None:
+        self.events.append(("started", (path, attempt, idempotency_key)))
 
     def step_finished(self, result: StepResult) -> None:
         self.events.append(("finished", (result.path, result.status, result.attempt)))
@@ -62,7 +62,8 @@ def test_done_steps_are_never_executed_again() -> None:
     calls: list[httpx.Request] = []
     client = httpx.Client(transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200, json={})))
     flow = make_flow([http_step("a", url="https://x.test/a"), http_step("b", url="https://x.test/b")])
-    done = {"a": StepResult("a", StepStatus.SUCCEEDED, output={"response": {"json": {"id": 1}}})}
+    done = {"a": StepResult("a", StepStatus.SUCCEEDED, output={"response": {"json": {"id": 1}}},
+                            state={"status": "succeeded", "output": {"response": {"json": {"id": 1}}}})}
     result = run_flow(flow, make_event(), http=client, done=done, attempts={"a": 1})
     assert [str(r.url) for r in calls] == ["https://x.test/b"]
     assert [s.path for s in result.steps] == ["b"]

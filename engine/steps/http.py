@@ -377,7 +377,7 @@ def execute(ctx: StepContext) -> Outcome:
     if ctx.has_stub:
         response = _stub_response(ctx.stub, cfg.method, full_url)
     elif ctx.dry_run:
-        placeholder = Placeholder(f"response of {ctx.step.id}")
+        placeholder = Placeholder(f"response of {ctx.path or ctx.step.id}")
         return Outcome(output={"response": placeholder}, input=step_input, request=request_record)
     else:
         if ctx.http is None:
@@ -472,6 +472,9 @@ register(
         side_effects=True,
         destination=destination,
         outage=counts_as_outage,
+        retry=lambda cfg: cfg.retry,
+        timeout=lambda cfg: cfg.timeout,
+        limits=lambda cfg: cfg.limits,
         example=(
             "http:\n  method: POST\n  url: ${CRM_URL}/contacts\n  json:\n    email: \"{{ steps.payment.email }}\"\n"
             "  retry: {max_attempts: 6, initial: 2s, max_delay: 10m}"
