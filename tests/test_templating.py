@@ -4,7 +4,7 @@ import pytest
 
 from engine.errors import MissingEnvError, TemplateError
 from engine.model import Headers
-from engine.templating import RenderContext, Where, compile_expression, compile_key, compile_value
+from engine.templating import Placeholder, RenderContext, Where, compile_expression, compile_key, compile_value
 
 W = Where("f.yaml", 7, "steps[0].transform.x")
 EVENT = {"id": "evt_1", "type": "paid", "amount": 2000, "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 3}],
@@ -133,3 +133,94 @@ def test_env_refs_inside_expressions() -> None:
     assert compile_expression("event.type == ${KIND}", W).render(ctx) is True
     with pytest.raises(TemplateError, match="inside a quoted string"):
         compile_expression('event.type == "${KIND}"', W)
+
+
+# --- missing values: `default` and `is defined` see through missing parents, everything else fails -----
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{ event.repository.full_name | default('') }}", ""),
+    ("{{ event.a.b.c | default('x') }}", "x"),
+    ("{{ event.data.object.nope.deeper | default('x') }}", "x"),
+    ("{{ event.items[5].sku | default('none') }}", "none"),
+    ("{{ event.none_here.id | default(none) }}", None),
+    ("{{ steps.skipped.response.json.id | default(none) }}", None),
+    ("{{ event.a.b is defined }}", False),
+    ("{{ event.a.b is undefined }}", True),
+    ("{{ event.id is defined }}", True),
+    ("{{ event.empty | default('e', true) }}", "e"),
+    ("{{ event.a.b | default('e', true) }}", "e"),
+    ("id={{ event.repository.full_name | default('-') }}", "id=-"),
+])
+def test_default_covers_missing_parents_of_any_depth(source: str, expected: object) -> None:
+    assert render(source, event={**EVENT, "none_here": None, "empty": ""}, steps={"skipped": None}) == expected
+
+
+@pytest.mark.parametrize("source", [
+    "{{ event.repository.full_name }}",
+    "text {{ event.repository.full_name }}",
+    "{{ event.repository.full_name ~ '' }}",
+    "{{ event.repository.id > 0 }}",
+    "{{ event.repository.id == 1 }}",
+    "{{ event.repository.id + 1 }}",
+    "{{ event.repository | tojson }}",
+    "{{ event.repository.name | length }}",
+    "{{ [event.repository.full_name] }}",
+    "{{ {'a': event.repository.full_name} }}",
+    "{% if event.repository.private %}y{% endif %}",
+    "{% for x in event.repository.topics %}{{ x }}{% endfor %}",
+    "{{ event.repository.get('x') }}",
+    "{{ event.repository | jsonpath('$.x') }}",
+])
+def test_any_other_use_of_a_missing_value_fails_naming_it(source: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        render(source)
+    assert str(info.value) == "f.yaml:7: steps[0].transform.x: 'dict object' has no attribute 'repository'"
+
+
+# --- block templates that spell a list or mapping give that value ------------------------------------------
+
+LINES = ("[{% for item in event.items %}{\"description\": {{ item.sku | tojson }}, \"quantity\": {{ item.qty }}}"
+         "{{ ',' if not loop.last }}{% endfor %}]")
+
+
+def test_a_for_loop_building_json_lines_gives_a_list_of_dicts() -> None:
+    assert render({"lines": LINES}) == {"lines": [{"description": "A", "quantity": 1},
+                                                  {"description": "B", "quantity": 3}]}
+
+
+def test_a_block_template_building_a_mapping_gives_a_dict() -> None:
+    source = '{ {% for item in event.items %}"{{ item.sku }}": {{ item.qty }}{{ "," if not loop.last }}{% endfor %} }'
+    assert render(source) == {"A": 1, "B": 3}
+
+
+def test_python_reprs_of_items_are_read_as_literals() -> None:
+    assert render("[{% for item in event.items %}{{ item }},{% endfor %}]") == EVENT["items"]
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("[{% for i in event.items %}{{ i.sku }}{% endfor %}]", "[AB]"),  # looks like a list, is not one
+    ("{% if event.id %}[x]{% endif %}", "[x]"),
+    ("{% if event.id %}{oops{% endif %}", "{oops"),
+    ("[{{ event.amount }}]", "[2000]"),  # no {% %}: plain text templates stay strings
+    ("{% for i in event.items %}{{ i.qty }}{% endfor %}", "13"),  # numbers stay text too
+    ("{% if event.id %}[1] and [2]{% endif %}", "[1] and [2]"),
+])
+def test_other_block_template_text_stays_a_string(source: str, expected: str) -> None:
+    assert render(source) == expected
+
+
+# --- dry-run placeholders --------------------------------------------------------------------------------
+
+
+def test_placeholders_compare_true_and_compute_placeholders() -> None:
+    payment = Placeholder("response of payment")
+    steps = {"payment": {"response": payment}}
+    when = compile_expression("steps.payment.response.json.amount > 0 and steps.payment.response.status == 201", W)
+    assert bool(when.render(RenderContext({"steps": steps})))
+    assert bool(compile_expression("0 < steps.payment.response.json.amount", W).render(RenderContext({"steps": steps})))
+    value = render("{{ steps.payment.response.json.amount / 100 + 1 }}", steps=steps)
+    assert isinstance(value, Placeholder) and str(value) == "<response of payment.json.amount / 100 + 1>"
+    assert render("total {{ -steps.payment.response.json.amount * 2 }}", steps=steps) == \
+        "total <-response of payment.json.amount * 2>"
+    assert render("{{ steps.payment.response.json.items | length }}", steps=steps) == 0
