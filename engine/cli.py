@@ -236,7 +236,7 @@ def send(flow: str, event_file: str, url: str, headers: tuple[str, ...]) -> None
     """POST an event to a running Hookline, signed with the flow's configured secret."""
     import httpx
 
-    from engine.verify import sign
+    from engine.presets import sign
 
     settings = _settings()
     f = _find_flow(flow, settings.flows_dir)
@@ -247,7 +247,8 @@ def send(flow: str, event_file: str, url: str, headers: tuple[str, ...]) -> None
         hdrs[k.strip()] = v.strip()
     if f.trigger.verify is not None:
         try:
-            hdrs.update(sign(f.trigger.verify, body, env=environ(), now=time.time()))
+            hdrs.update(sign(f.trigger.verify, body, env=environ(), now=time.time(),
+                             url=f"{url.rstrip('/')}/hooks/{f.id}", content_type=hdrs["Content-Type"]))
         except (EngineError, ValueError) as exc:
             _fail(f"cannot sign for flow {f.id}: {exc}")
     try:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from engine.units import parse_duration, parse_size
+
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -79,9 +81,9 @@ def _coerce(name: str, default: Any, raw: str) -> Any:
         if isinstance(default, bool):
             return raw.strip().lower() not in ("0", "false", "no", "off", "")
         if isinstance(default, int):
-            return int(raw)
+            return parse_size(raw) if name.startswith("max_") else int(raw)  # sizes: 5MiB, 256KiB (engine.units)
         if isinstance(default, float):
-            return float(raw)
+            return parse_duration(raw) if name.endswith("_s") else float(raw)  # durations: 10s, 500ms, 1m
         if isinstance(default, tuple):
             return tuple(p.strip().lower() if name == "redact_headers" else p.strip() for p in raw.split(",") if p.strip())
     except ValueError as exc:

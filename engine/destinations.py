@@ -7,9 +7,9 @@ the next try, so an outage at the CRM does not burn every retry of every run.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
-from typing import Any
+
+from engine.units import parse_rate as parse_rate  # one grammar for rates: engine.units
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -48,20 +48,6 @@ class Verdict:
     allowed: bool
     retry_at: float = 0.0
     reason: str = ""
-
-
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
-_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
-
-
-def parse_rate(value: Any) -> float:
-    """``"10/s"``, ``"600/m"``, ``"1000/h"`` or a number per second; raises ValueError."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    match = _RATE.match(str(value))
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"expected a rate like 10/s or 600/m, got {value!r}")
-    return float(match.group(1)) / _PER[match.group(2)]
 
 
 def admit(dest: Destination, limits: Limits, now: float) -> tuple[Verdict, Destination]:

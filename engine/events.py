@@ -7,17 +7,22 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from engine.model import Event, EventRecord, Headers
+from engine import presets
+from engine.model import Event, EventRecord, Headers, Trigger
+from engine.presets import FormRule
 
 
 class BadBody(ValueError):
     """A body that declares itself JSON (or form) and is not. Answered with 400."""
 
 
-def parse_body(body: bytes, content_type: str) -> Any:
+def parse_body(body: bytes, content_type: str, *, form_rule: FormRule | None = None) -> Any:
     """JSON for ``*/json`` and ``*+json``, a mapping for form posts, text otherwise (None when empty).
 
     Bodies without a declared type that look like JSON are parsed as JSON, since some providers omit it.
+    A form's ``payload`` field holding JSON is decoded (Slack interactivity, GitHub form deliveries);
+    ``form_rule`` (the flow's verification preset's) may then turn the form into the event, as GitHub's
+    does with ``payload``. Form bodies of other providers stay a mapping of their fields.
     """
     ctype = content_type.split(";", 1)[0].strip().lower()
     if not body:
@@ -34,13 +39,20 @@ def parse_body(body: bytes, content_type: str) -> Any:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadBody("form body is not UTF-8") from None
-        form = dict(parse_qsl(text, keep_blank_values=True))
+        form: dict[str, Any] = dict(parse_qsl(text, keep_blank_values=True))
         if "payload" in form and form["payload"][:1] in ("{", "["):  # Slack interactivity, GitHub form hooks
             try:
                 form["payload"] = json.loads(form["payload"])
             except ValueError:
                 pass
-        return form
+            except RecursionError:
+                raise BadBody("form payload is not valid JSON: nested too deeply") from None
+        if form_rule is None:
+            return form
+        try:
+            return form_rule(form)
+        except ValueError as exc:
+            raise BadBody(str(exc)) from None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -54,10 +66,11 @@ def parse_body(body: bytes, content_type: str) -> Any:
     return text
 
 
-def make_event(record: EventRecord) -> Event:
-    """The Event a worker runs, rebuilt from what ingress stored."""
+def make_event(record: EventRecord, trigger: Trigger | None = None) -> Event:
+    """The Event a worker runs, rebuilt from what ingress stored; ``trigger`` is the flow's, for its body rules."""
     try:
-        body = parse_body(record.body, record.content_type)
+        rule = presets.form_rule(trigger.verify if trigger else None)
+        body = parse_body(record.body, record.content_type, form_rule=rule)
     except BadBody:
         body = None
     return Event(

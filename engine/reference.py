@@ -1,30 +1,30 @@
 """The generated part of docs/flows.md: step types, verification presets and settings, from the code.
 
-Each step type declares its fields once (``engine.steps``), the verification presets live in
-``engine.verify`` and the settings carry their help text (``engine.config``). This module turns
+Each step type declares its fields once (``engine.steps``), so does each verification preset
+(``engine.presets``), and the settings carry their help text (``engine.config``). This module turns
 them into Markdown, so the reference cannot drift from what the loader accepts, as sqlite-utils'
 cog-generated CLI reference does. ``python -m engine.reference`` rewrites the section of
 ``docs/flows.md`` between the markers below; ``--check`` only says whether it is stale.
 ``tests/test_docs.py`` fails when it is.
 
-Only the one-line descriptions of the verification presets are written here, because
-``engine.verify`` keeps its presets as code rather than as a spec; everything else is read from
-the specs, and the examples are parsed with ``engine.verify.parse_verify`` by the tests.
+The verification presets are read from ``engine.presets.REGISTRY``: each preset's summary, fields,
+example and the hint its example produces.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from engine.config import settings_help
+from engine.presets import PROVIDERS, hint, parse_verify
+from engine.presets import REGISTRY as PRESETS
+from engine.presets import Field as PresetField
 from engine.steps import REGISTRY, Field, StepType
-from engine.verify import PROVIDERS, hint, parse_verify
 
 START = "<!-- reference:start -->"
 END = "<!-- reference:end -->"
@@ -40,77 +40,6 @@ KINDS: dict[str, str] = {
     "statuses": "list of statuses: `200`, `\"2xx\"`, `\"400-404\"`",
     "hosts": "list of host names; `*` wildcards allowed",
     "fields": "mapping of the keys below",
-}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """What the reference says about one ``trigger.verify`` provider."""
-
-    summary: str
-    keys: tuple[tuple[str, str], ...]  # (key, what it takes), besides `provider`
-    example: dict[str, Any]
-
-
-_SECRET = ("secret", "the signing secret: a string, or a list of strings while rotating (any may match); usually `${VAR}`")
-_TOLERANCE = ("tolerance", "how far the signed timestamp may be from now, either way: seconds or `30s`/`5m`/`1h`; default 300")
-
-PRESETS: dict[str, Preset] = {
-    "basic": Preset(
-        "HTTP basic auth (`Authorization: Basic ...`), for senders that only support a username and password.",
-        (("username", "the expected username; `${VAR}` allowed"), ("password", "the expected password; `${VAR}` allowed")),
-        {"provider": "basic", "username": "${HOOK_USER}", "password": "${HOOK_PASSWORD}"},
-    ),
-    "github": Preset(
-        "GitHub webhooks: HMAC-SHA256 of the raw body. Set the same secret on the GitHub webhook.",
-        (_SECRET,),
-        {"provider": "github", "secret": "${GITHUB_WEBHOOK_SECRET}"},
-    ),
-    "hmac": Preset(
-        "Any provider that sends an HMAC of the body (optionally `<timestamp>.<body>`) in a header of its own.",
-        (
-            ("header", "the header carrying the signature (required)"),
-            ("algorithm", "`sha1`, `sha256` or `sha512`; default `sha256`"),
-            ("encoding", "`hex` or `base64`; default `hex`"),
-            ("prefix", "text before the signature in the header, e.g. `sha256=`; default none"),
-            ("timestamp_header", "a header with a Unix timestamp; then `<timestamp>.<body>` is signed and checked for age"),
-            ("tolerance", "only with `timestamp_header`; as for stripe"),
-            _SECRET,
-        ),
-        {"provider": "hmac", "header": "X-Signature", "prefix": "sha256=", "timestamp_header": "X-Timestamp",
-         "secret": "${PARTNER_WEBHOOK_SECRET}"},
-    ),
-    "shopify": Preset(
-        "Shopify webhooks: base64 HMAC-SHA256 of the raw body. The secret is the app's client secret "
-        "(or the one shown under Settings > Notifications > Webhooks).",
-        (_SECRET,),
-        {"provider": "shopify", "secret": "${SHOPIFY_WEBHOOK_SECRET}"},
-    ),
-    "slack": Preset(
-        "Slack Events API, slash commands and interactivity, signed with the app's signing secret. "
-        "Slack's `url_verification` challenge is answered without starting a run.",
-        (_SECRET, _TOLERANCE),
-        {"provider": "slack", "secret": "${SLACK_SIGNING_SECRET}"},
-    ),
-    "standard-webhooks": Preset(
-        "The Standard Webhooks scheme (Svix and the many providers built on it). The secret is `whsec_` "
-        "followed by base64, as the provider shows it.",
-        (_SECRET, _TOLERANCE),
-        {"provider": "standard-webhooks", "secret": "${SVIX_WEBHOOK_SECRET}"},
-    ),
-    "stripe": Preset(
-        "Stripe webhook endpoints: `t=<timestamp>,v1=<HMAC-SHA256 of \"<timestamp>.<body>\">`. "
-        "The secret is the endpoint's signing secret (`whsec_...`).",
-        (_SECRET, _TOLERANCE),
-        {"provider": "stripe", "secret": "${STRIPE_WEBHOOK_SECRET}", "tolerance": "5m"},
-    ),
-    "token": Preset(
-        "A static shared token in a header or a query parameter, for senders that cannot sign. "
-        "The header or parameter is redacted before the request is stored.",
-        (("header", "the header carrying the token (give `header` or `query`, not both)"),
-         ("query", "the query parameter carrying the token"), ("secret", "the expected token; a list while rotating")),
-        {"provider": "token", "header": "X-Webhook-Token", "secret": "${PARTNER_TOKEN}"},
-    ),
 }
 
 
@@ -198,23 +127,47 @@ def step_reference() -> str:
     return "\n".join(out)
 
 
+_PRESET_KINDS = {
+    "secret": "text, or a list of texts while rotating",
+    "str": "text",
+    "text": "text (may be empty)",
+    "header": "an HTTP header name",
+    "enum": "one of the listed words (any case)",
+    "duration": "duration: `500ms`, `30s`, `5m`, `1h`, `1d` or a number of seconds",
+    "url": "an `https://` URL, `${VAR}` allowed",
+}
+
+
+def _preset_row(f: PresetField) -> str:
+    takes = "one of " + ", ".join(f"`{c}`" for c in f.choices) if f.kind == "enum" else _PRESET_KINDS[f.kind]
+    if f.required:
+        default = "**required**"
+    elif f.default is None or f.default == "":
+        default = "—"
+    elif f.kind == "duration":
+        default = f"`{_duration(float(f.default))}`"
+    else:
+        default = f"`{f.default}`"
+    secret = "yes" if f.secret else "no"
+    return f"| `{f.name}` | {_cell(takes)} | {default} | {secret} | {_cell(f.help)} |"
+
+
 def verify_reference() -> str:
-    """One subsection per provider in ``engine.verify.PROVIDERS``: what it checks, its keys, an example."""
+    """One subsection per preset in ``engine.presets.REGISTRY``: what it checks, its keys, an example."""
     out = ["### Verification presets", "",
            "`trigger.verify.provider` is one of: " + ", ".join(f"`{p}`" for p in PROVIDERS) + ". "
            "A request that does not verify is answered 401 and starts nothing; a secret whose variable is "
-           "not set is answered 503, so the provider retries once it is."]
+           "not set is answered 503, so the provider retries once it is. Values marked secret are never "
+           "stored: when the provider sends them in a header or query parameter, that value is redacted."]
     for provider in PROVIDERS:
-        preset = PRESETS.get(provider)
-        out += ["", f"#### `{provider}`", ""]
-        if preset is None:
-            out.append("(not described yet)")
-            continue
+        preset = PRESETS[provider]
         config, _problems = parse_verify(preset.example)
+        out += ["", f"#### `{provider}`", ""]
         out.append(preset.summary + (f" Checks: {hint(config)}." if config is not None else ""))
-        out += ["", "| Key | Takes |", "|---|---|"]
-        out += [f"| `{key}` | {_cell(text)} |" for key, text in preset.keys]
-        example = yaml.safe_dump({"trigger": {"verify": preset.example}}, sort_keys=False, default_flow_style=False)
+        out += ["", "| Key | Takes | Default | Secret | What it does |", "|---|---|---|---|---|"]
+        out += [_preset_row(f) for f in preset.fields]
+        example = yaml.safe_dump({"trigger": {"verify": dict(preset.example)}}, sort_keys=False,
+                                 default_flow_style=False)
         out += ["", "```yaml", example.rstrip("\n"), "```"]
     return "\n".join(out)
 

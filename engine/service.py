@@ -28,10 +28,10 @@ from engine.errors import FlowInvalid, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
 from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
+from engine.presets import secret_fields
 from engine.runner import resume_maps, run_flow
 from engine.steps import RunOptions
 from engine.store import Accepted, LeaseLost, RunStore
-from engine.verify import secret_fields
 
 log = logging.getLogger("hookline.service")
 
@@ -296,7 +296,7 @@ class Service:
             recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s,
                                       self.settings.http_timeout_s, claim_at=claim.claim_at)
             info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
-            result = run_flow(flow, make_event(claim.event), http=self.http, recorder=recorder, run=info,
+            result = run_flow(flow, make_event(claim.event, flow.trigger), http=self.http, recorder=recorder, run=info,
                               env=self.env, done=done, attempts=attempts, options=self.options, gate=self.gate)
             recorder.finish(result)
         except LeaseLost as exc:
@@ -400,7 +400,7 @@ class Service:
         if not isinstance(flow, Flow):
             raise ValueError(f"flow {detail.run.flow_id!r} is not loaded")
         info = RunInfo(id=detail.run.id, flow=flow.id, received_at=_iso(detail.event.received_at))
-        return run_flow(flow, make_event(detail.event), run=info, env=self.env, dry_run=True, options=self.options)
+        return run_flow(flow, make_event(detail.event, flow.trigger), run=info, env=self.env, dry_run=True, options=self.options)
 
     def _detail(self, run_id: int) -> RunDetail:
         detail = self.store.get_run(run_id)

@@ -160,3 +160,99 @@ def test_health(app_client: Any) -> None:
     client, _, _ = app_client
     assert client.get("/healthz").json == {"ok": True}
     assert client.get("/readyz").status_code == 200
+
+
+# --------------------------------------------------------------------------- form deliveries and URL-signing presets
+
+GITHUB = """
+id: gh
+trigger:
+  verify: {provider: github, secret: "${GITHUB_SECRET}"}
+steps:
+  - id: t
+    transform: {repo: "{{ event.repository.full_name }}", action: "{{ event.action }}"}
+"""
+TWILIO = """
+id: sms
+trigger:
+  verify: {provider: twilio, secret: "${TWILIO_TOKEN}"}
+steps:
+  - id: t
+    transform: {sender: "{{ event.From }}"}
+"""
+TWILIO_PROXIED = """
+id: sms_public
+trigger:
+  verify: {provider: twilio, secret: "${TWILIO_TOKEN}", url: "https://hooks.example.com/hooks/sms"}
+steps:
+  - id: t
+    transform: {sender: "{{ event.From }}"}
+"""
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def form_client(make_service: Any, sqlite_url: str) -> Any:
+    svc, queue = make_service({"gh": GITHUB, "sms": TWILIO, "sms_public": TWILIO_PROXIED}, sqlite_url,
+                              env={"GITHUB_SECRET": "gh-secret", "TWILIO_TOKEN": "tw-token"})
+    return create_app(svc.settings, service=svc).test_client(), svc, queue
+
+
+def _github_headers(body: bytes, content_type: str) -> dict[str, str]:
+    cfg = VerifyConfig("github", ("gh-secret",), {})
+    return {**sign(cfg, body, env={}, now=time.time()), "Content-Type": content_type, "X-GitHub-Event": "issues"}
+
+
+@pytest.mark.parametrize("content_type", [FORM, "application/json"])
+def test_github_delivery_runs_on_the_payload_in_both_content_types(form_client: Any, content_type: str) -> None:
+    from urllib.parse import urlencode
+
+    client, svc, queue = form_client
+    payload = json.dumps({"action": "opened", "repository": {"full_name": "octo/hello-world"}})
+    body = urlencode({"payload": payload}).encode() if content_type == FORM else payload.encode()
+    resp = client.post("/hooks/gh", data=body, headers=_github_headers(body, content_type))
+    assert resp.status_code == 202, resp.json
+    run_id = resp.json["run_id"]
+    assert svc.execute_run(run_id) is RunStatus.SUCCEEDED
+    detail = svc.store.get_run(run_id)
+    assert detail.event.body == body  # stored as received: the signature covers these bytes
+    assert detail.steps[-1].output == {"repo": "octo/hello-world", "action": "opened"}
+
+
+def test_github_form_signed_over_a_re_encoded_body_is_refused(form_client: Any) -> None:
+    client, svc, _ = form_client
+    body = b"payload=%7B%22action%22%3A%22opened%22%7D"
+    headers = _github_headers(b'payload={"action":"opened"}', FORM)  # signed over another spelling of the form
+    assert client.post("/hooks/gh", data=body, headers=headers).status_code == 401
+    assert svc.store.list_runs().runs == []
+
+
+def test_deeply_nested_form_payload_is_400_with_a_reason(form_client: Any, make_service: Any,
+                                                         sqlite_url: str) -> None:
+    from urllib.parse import urlencode
+
+    client, svc, queue = form_client
+    body = urlencode({"payload": "[" * 10_000 + "]" * 10_000}).encode()
+    resp = client.post("/hooks/gh", data=body, headers=_github_headers(body, FORM))
+    assert resp.status_code == 400 and "nested too deeply" in resp.json["error"]
+    open_svc, _ = make_service({"open": OPEN}, sqlite_url)
+    open_client = create_app(open_svc.settings, service=open_svc).test_client()
+    resp = open_client.post("/hooks/open", data=body, headers={"Content-Type": FORM})
+    assert resp.status_code == 400 and "nested too deeply" in resp.json["error"]
+    assert svc.store.list_runs().runs == [] and queue.items == [] and open_svc.store.list_runs().runs == []
+
+
+def test_twilio_signs_the_url_as_received_or_the_configured_one(form_client: Any) -> None:
+    from twilio.request_validator import RequestValidator
+
+    client, svc, _ = form_client
+    form = {"From": "+15005550006", "Body": "hi"}
+    validator = RequestValidator("tw-token")
+    ok = client.post("/hooks/sms?x=1", data=form,
+                     headers={"X-Twilio-Signature": validator.compute_signature("http://localhost/hooks/sms?x=1", form)})
+    assert ok.status_code == 202, ok.json
+    assert svc.execute_run(ok.json["run_id"]) is RunStatus.SUCCEEDED
+    assert svc.store.get_run(ok.json["run_id"]).steps[-1].output == {"sender": "+15005550006"}
+    public = validator.compute_signature("https://hooks.example.com/hooks/sms", form)
+    assert client.post("/hooks/sms", data=form, headers={"X-Twilio-Signature": public}).status_code == 401
+    assert client.post("/hooks/sms_public", data=form, headers={"X-Twilio-Signature": public}).status_code == 202

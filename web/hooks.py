@@ -16,9 +16,9 @@ from engine.catalog import BrokenFlow
 from engine.errors import MissingEnvError, StoreUnavailable, VerificationError, VerificationUnavailable
 from engine.events import BadBody, parse_body
 from engine.model import Flow
+from engine.presets import Request, form_rule, verify_request
 from engine.service import Service
 from engine.sqlite_guard import DatabaseFileGone
-from engine.verify import verify_request
 from web.errors import ApiError
 
 bp = Blueprint("hooks", __name__)
@@ -104,8 +104,8 @@ def receive(flow_id: str) -> Any:
     content_type = request.headers.get("Content-Type", "")
     if flow.trigger.verify is not None:
         try:
-            verify_request(flow.trigger.verify, body=body, headers={k.lower(): v for k, v in headers},
-                           query=request.args.to_dict(), env=svc.env, now=time.time())
+            received = Request.build(method=request.method, url=request.url, headers=dict(headers), body=body)
+            verify_request(flow.trigger.verify, received, env=svc.env, now=time.time())
         except VerificationError as exc:
             log.warning("rejected webhook for %s: %s", flow_id, exc)
             raise reject(flow_id, 401, "unverified", f"verification failed: {exc}") from None
@@ -113,7 +113,7 @@ def receive(flow_id: str) -> Any:
             log.error("cannot verify webhooks for %s: %s", flow_id, exc)
             raise reject(flow_id, 503, "secret_missing", str(exc)) from None
     try:
-        parsed = parse_body(body, content_type)
+        parsed = parse_body(body, content_type, form_rule=form_rule(flow.trigger.verify))
     except BadBody as exc:
         raise reject(flow_id, 400, "bad_body", str(exc)) from None
     if isinstance(parsed, dict) and parsed.get("type") == "url_verification" and "challenge" in parsed:
