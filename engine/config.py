@@ -45,6 +45,8 @@ class Settings:
     retention_succeeded: float = _f(14.0, "Days succeeded and filtered runs are kept.")
     retention_failed: float = _f(90.0, "Days failed runs are kept.")
     user_agent: str = _f("Hookline/0.1", "User-Agent of outbound requests.")
+    public_url: str = _f("", "Where operators reach the UI (https://hookline.example.com): makes run links handed to "
+                             "on_failure steps (error.run_url) absolute.")
     secret_key: str = _f("", "Flask session signing key; generated per process when empty.")
     admin_password: str = _f("", "When set, the UI and API require login with this password.")
     api_token: str = _f("", "Bearer token accepted by the JSON API.")

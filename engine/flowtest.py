@@ -5,14 +5,17 @@
     event: {...}                 # the webhook body
     headers: {X-GitHub-Event: push}
     env: {CRM_URL: https://crm.test}   # optional ${VAR} values for this fixture
-    stubs:                       # http step id -> response; unstubbed http steps fail (no network)
-      crm_contact: {status: 201, json: {id: c_1}}
+    stubs:                       # http step id (every item of a foreach) or path -> response;
+      crm_contact: {status: 201, json: {id: c_1}}   # unstubbed http steps fail (no network)
+      lines[2].decrement: {status: 409, json: {error: out of stock}}   # one item only
     expect:
       status: succeeded
       steps:
         payment: {output: {email: a@b.com}}          # subset match
         crm_contact: {request: {url: ${CRM_URL}/contacts, json: {email: a@b.com}}}   # secrets stay redacted
         invoice: {status: skipped}
+        lines[0].decrement: {status: succeeded}         # steps by path, and a foreach's list of outputs
+        lines: {output: [{response: {status: 200}}]}
 
 Fixtures run in-process with no network, like unit tests of an integration.
 """
@@ -28,7 +31,7 @@ from typing import Any
 
 from engine.errors import FlowInvalid
 from engine.loader import parse_yaml
-from engine.model import Event, Flow, Headers, RunDetail, RunResult, StepResult
+from engine.model import Event, Flow, Headers, RunDetail, RunResult, StepResult, step_id_of
 from engine.runner import run_to_end
 
 FIXTURE_KEYS = ("name", "description", "event", "headers", "query", "env", "stubs", "expect")
@@ -69,8 +72,8 @@ def run_fixture(flow: Flow, path: str | Path) -> FixtureResult:
         return res
     stubs = raw.get("stubs") or {}
     for sid in stubs:
-        if sid not in {s.id for s in flow.steps}:
-            res.problems.append(f"{path}: stubs.{sid}: flow {flow.id} has no step {sid!r}")
+        if step_id_of(str(sid)) not in flow.by_id:
+            res.problems.append(f"{path}: stubs.{sid}: flow {flow.id} has no step {step_id_of(str(sid))!r}")
     if res.problems:
         return res
     body = raw.get("event")
@@ -117,7 +120,8 @@ def _request_view(request: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _subset(want: Any, got: Any, path: str) -> str | None:
-    """None when ``want`` is contained in ``got`` (mappings by key, everything else by equality)."""
+    """None when ``want`` is contained in ``got`` (mappings by key, lists item by item, the rest by equality;
+    ``"~text"`` matches a string containing it)."""
     if isinstance(want, Mapping):
         if not isinstance(got, Mapping):
             return f"{path}: expected a mapping, got {json.dumps(got, default=str)[:200]}"
@@ -125,6 +129,12 @@ def _subset(want: Any, got: Any, path: str) -> str | None:
             if k not in got:
                 return f"{path}.{k}: missing (got keys {', '.join(map(str, got)) or 'none'})"
             problem = _subset(v, got[k], f"{path}.{k}")
+            if problem:
+                return problem
+        return None
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        for i, (w, g) in enumerate(zip(want, got, strict=True)):
+            problem = _subset(w, g, f"{path}[{i}]")
             if problem:
                 return problem
         return None
@@ -150,14 +160,12 @@ def placeholder_env(flow: Flow) -> dict[str, str]:
 
     Stubbed http steps still render their url and headers, so a missing variable would fail the fixture.
     """
-    from engine.templating import Expr, env_refs
+    from engine.loader import step_exprs
+    from engine.steps import walk
+    from engine.templating import env_refs
 
-    names: set[str] = set()
-    for step in flow.steps:
-        config = vars(step.config) if hasattr(step.config, "__dict__") else {"value": step.config}
-        for value in config.values():
-            if isinstance(value, Expr):
-                names.update(r.name for r in env_refs(value) if r.default is None)
+    names = {ref.name for step in walk(flow.steps + flow.on_failure) for _, expr in step_exprs(step)
+             for ref in env_refs(expr) if ref.default is None}
     return {name: PLACEHOLDER_ENV_VALUE for name in sorted(names)}
 
 

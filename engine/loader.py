@@ -68,21 +68,25 @@ class _Doc:
         self.lines.setdefault(path, self.line_of(node.start_mark))
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
+            merged_keys: set[str] = set()  # from `<<:`; the mapping's own keys override them (YAML merge spec)
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     merged = self.convert(value_node, path)
                     for m in merged if isinstance(merged, list) else [merged]:
                         if isinstance(m, dict):
                             for k, v in m.items():
-                                out.setdefault(k, v)
+                                if k not in out:
+                                    out[k] = v
+                                    merged_keys.add(k)
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.error("keys must be plain strings", self.line_of(key_node.start_mark), path)
                     continue
                 key = str(key_node.value)
                 sub = f"{path}.{key}" if path else key
-                if key in out:
+                if key in out and key not in merged_keys:
                     self.error(f"duplicate key {key!r}", self.line_of(key_node.start_mark), sub)
+                merged_keys.discard(key)
                 self.lines[sub] = self.line_of(key_node.start_mark)
                 out[key] = self.convert(value_node, sub)
             return out
@@ -164,7 +168,7 @@ def load_flow(text: str, file: str = "<flow>", *, flow_id: str | None = None) ->
         doc.error("a flow must be a mapping with at least `steps:`", doc.line(""), "")
         raise FlowInvalid(file, doc.errors)
     for key in raw:
-        if key not in FLOW_KEYS:
+        if key not in FLOW_KEYS and not str(key).startswith("x-"):  # x-*: anchors for YAML merge keys
             doc.error(f"unknown key {key!r}; expected one of: {', '.join(FLOW_KEYS)}", doc.line(key), key)
     default_id = Path(file).stem if file and not file.startswith("<") else "flow"
     fid = raw.get("id", flow_id or default_id)

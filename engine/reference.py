@@ -40,6 +40,9 @@ KINDS: dict[str, str] = {
     "statuses": "list of statuses: `200`, `\"2xx\"`, `\"400-404\"`",
     "hosts": "list of host names; `*` wildcards allowed",
     "fields": "mapping of the keys below",
+    "expression": "a bare expression (no `{{ }}` needed)",
+    "steps": "a list of steps",
+    "list": "a list of mappings of the keys below",
 }
 
 
@@ -82,8 +85,8 @@ def _field_rows(fields: Sequence[Field], prefix: str = "") -> list[str]:
         templated = "yes" if f.templated else "no"
         example = f"`{f.example}`" if f.example else ""
         rows.append(f"| `{name}` | {_cell(_kind(f))} | {default} | {templated} | {_cell(f.help)} | {_cell(example)} |")
-        if f.kind == "fields":
-            rows.extend(_field_rows(f.fields, f"{name}."))
+        if f.kind in ("fields", "list"):
+            rows.extend(_field_rows(f.fields, f"{name}[]." if f.kind == "list" else f"{name}."))
     return rows
 
 
@@ -94,10 +97,10 @@ def step_fields(step_type: StepType) -> list[str]:
         out: list[str] = []
         for f in fields:
             out.append(prefix + f.name)
-            out.extend(walk(f.fields, f"{prefix}{f.name}."))
+            out.extend(walk(f.fields, f"{prefix}{f.name}{'[]' if f.kind == 'list' else ''}."))
         return out
 
-    return walk(step_type.fields, "")
+    return walk((*step_type.fields, *step_type.options), "")
 
 
 _SHAPES = {
@@ -109,13 +112,19 @@ _SHAPES = {
 def step_reference() -> str:
     """One subsection per registered step type: help, shape or field table, and the spec's example."""
     out = ["### Step types", ""]
-    out.append("Every step also takes `id` (required, unique; a letter or `_`, then letters, digits and `_`), "
-               "`when` (a bare expression; false skips the step) and `description` (or `name`).")
+    out.append("Every step also takes `id` (required, unique in the whole flow, nested steps included; a letter or `_`, "
+               "then letters, digits and `_`), `when` (a bare expression; false skips the step), `on_error` (`fail`, "
+               "the default, or `continue`: a failure for good is kept in `steps.<id>.error` and the run goes on) "
+               "and `description` (or `name`).")
     for name in sorted(REGISTRY):
         st = REGISTRY[name]
         out += ["", f"#### `{name}`", "", st.help, ""]
         if st.shape in _SHAPES:
             out.append(_SHAPES[st.shape])
+            if st.options:
+                out += ["", f"Beside `{name}:`, the step takes:", "",
+                        "| Key | Takes | Default | Templated | What it does | Example |",
+                        "|---|---|---|---|---|---|", *_field_rows(st.options)]
         else:
             out += [
                 "| Key | Takes | Default | Templated | What it does | Example |",

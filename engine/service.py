@@ -225,6 +225,7 @@ class Service:
             redact_headers=tuple(h.lower() for h in settings.redact_headers),
             user_agent=settings.user_agent,
             max_recorded_body=settings.max_stored_body,
+            public_url=settings.public_url.rstrip("/"),
         )
         self.gate = _StoreGate(store, settings)
 

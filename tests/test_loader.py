@@ -6,6 +6,7 @@ import pytest
 
 from engine.errors import FlowInvalid
 from engine.loader import load_flow, load_flow_file, missing_env_vars
+from engine.templating import RenderContext
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,9 +20,10 @@ def problems(text: str) -> list[str]:
 def test_issue_example_loads_as_written() -> None:
     flow = load_flow_file(ROOT / "flows" / "stripe_payment_sync.yaml")
     assert flow.id == "stripe_payment_sync"
-    assert [s.id for s in flow.steps] == ["succeeded_only", "payment", "crm_contact", "invoice"]
-    assert [s.type for s in flow.steps] == ["filter", "transform", "http", "http"]
-    http = flow.step("crm_contact").config
+    assert [s.id for s in flow.steps] == ["succeeded_only", "payment", "lookup", "contact", "invoice"]
+    assert [s.type for s in flow.steps] == ["filter", "transform", "http", "switch", "http"]
+    assert [s.id for s in flow.on_failure] == ["alert"]
+    http = flow.step("create_contact").config  # nested in the switch; its timeout and retry merged from x-crm
     assert http.timeout == 10 and http.retry.max_attempts == 6 and http.retry.initial == 2 and http.retry.max_delay == 600
     assert flow.trigger.verify is not None and flow.trigger.verify.provider == "stripe"
     assert flow.trigger.dedupe is not None and flow.trigger.dedupe.source == "$.id"
@@ -108,3 +110,24 @@ def test_version_is_the_content_hash() -> None:
     a = load_flow("steps:\n  - id: a\n    transform: 1\n", "x.yaml")
     b = load_flow("steps:\n  - id: a\n    transform: 2\n", "x.yaml")
     assert a.version != b.version and a.version == load_flow(a.source, "y.yaml").version
+
+
+def test_yaml_merge_keys_let_a_step_override_what_it_merged() -> None:
+    text = """
+x-decrement: &decrement
+  method: POST
+  url: https://inventory.test/decrement
+  json: {sku: base}
+steps:
+  - id: a
+    http: {<<: *decrement, json: {sku: "{{ event.sku }}"}}
+  - id: b
+    http:
+      <<: *decrement
+"""
+    flow = load_flow(text, "merge.yaml")  # top-level x-* keys hold anchors
+    a, b = flow.steps
+    assert a.config.method == "POST" and a.config.json.render(RenderContext({"event": {"sku": "s1"}})) == {"sku": "s1"}
+    assert b.config.json.render(RenderContext({})) == {"sku": "base"}
+    with pytest.raises(FlowInvalid, match="duplicate key 'json'"):
+        load_flow("steps:\n  - id: a\n    http: {url: https://x.test, json: 1, json: 2}\n", "dup.yaml")
