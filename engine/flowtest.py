@@ -186,12 +186,8 @@ def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | 
     event = make_event(detail.event)
     headers = {k: v for k, v in detail.event.headers if k.lower() not in EXPORT_SKIP_HEADERS and v != "[redacted]"}
     query = {k: v for k, v in event.query.items() if v != "[redacted]"}
-    final: dict[str, StepResult] = {}
-    stubs: dict[str, Any] = {}
-    for step in detail.steps:  # oldest attempt first, so the last one wins
-        final[step.path] = step
-        if step.response is not None:
-            stubs[step.path] = _stub_from(step.response)
+    final = {step.path: step for step in detail.steps}  # oldest attempt first, so the last one wins
+    stubs = stubs_from(detail.steps)
     received = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(detail.event.received_at))
     doc: dict[str, Any] = {
         "name": f"run {detail.run.id}",
@@ -211,6 +207,11 @@ def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | 
         "steps": {sid: {"status": s.status.value} for sid, s in final.items()},
     }
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+
+
+def stubs_from(steps: list[StepResult]) -> dict[str, Any]:
+    """Each path's last recorded response as a stub (fixtures exported from a run, dry runs of a run)."""
+    return {step.path: _stub_from(step.response) for step in steps if step.response is not None}
 
 
 def _stub_from(response: Mapping[str, Any]) -> dict[str, Any]:

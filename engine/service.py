@@ -395,13 +395,20 @@ class Service:
         return new_id
 
     def dry_run(self, run_id: int) -> RunResult:
-        """What the current flow version would send for this run's event, without sending anything."""
+        """What the current flow version would send for this run's event, without sending anything.
+
+        Calls the run made answer as they answered then (its last recorded response per path), so a
+        flow that branches on a response is followed as far as the run went; other calls get placeholders.
+        """
+        from engine.flowtest import stubs_from
+
         detail = self._detail(run_id)
         flow = self.catalog.get(detail.run.flow_id)
         if not isinstance(flow, Flow):
             raise ValueError(f"flow {detail.run.flow_id!r} is not loaded")
         info = RunInfo(id=detail.run.id, flow=flow.id, received_at=_iso(detail.event.received_at))
-        return run_flow(flow, make_event(detail.event, flow.trigger), run=info, env=self.env, dry_run=True, options=self.options)
+        return run_flow(flow, make_event(detail.event, flow.trigger), run=info, env=self.env, dry_run=True,
+                        options=self.options, stubs=stubs_from(detail.steps))
 
     def _detail(self, run_id: int) -> RunDetail:
         detail = self.store.get_run(run_id)

@@ -256,3 +256,21 @@ def test_the_issue_example_loads_and_routes(name: str, make_service: Any, db_url
     assert run.status is RunStatus.FAILED and "order 8 has unknown status pending" in run.error
     alerts = target.requests("/alerts")
     assert [a.json()["step"] for a in alerts] == ["route.default.unknown_status"]
+
+
+def test_a_dry_run_of_a_stored_run_follows_its_recorded_responses(make_service: Any, db_url: str,
+                                                                    target: Target) -> None:
+    target.script["/lookup"] = [(200, {"id": "ct_7"})]
+    steps = [{"id": "lookup", "http": {"method": "GET", "url": f"{target.url}/lookup", "success": [200, 404]}},
+             {"id": "contact", "switch": {
+                 "cases": [{"when": "steps.lookup.response.status == 200", "steps": [
+                     {"id": "update", "http": {"method": "PATCH", "url": target.url + "/c/{{ steps.lookup.response.json.id }}"}}]}],
+                 "default": [{"id": "create", "http": {"url": f"{target.url}/c"}}]}}]
+    svc, queue = make_service({"cf": flow(steps)}, db_url)
+    run_id = accept(svc, {"id": "o1"}, "cf").run_id
+    drain(svc, queue)
+    sent = len(target.requests())
+    result = svc.dry_run(run_id)
+    assert len(target.requests()) == sent
+    assert [s.path for s in result.steps] == ["lookup", "contact.0.update", "contact"]
+    assert result.steps[1].request["url"] == f"{target.url}/c/ct_7"
