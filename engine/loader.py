@@ -32,9 +32,37 @@ from engine.templating import (
 )
 from engine.units import parse_size
 
-FLOW_KEYS = ("id", "name", "description", "trigger", "steps", "on_failure")
-TRIGGER_KEYS = ("verify", "dedupe", "order_by", "max_body", "index", "redact_headers", "verify_token")
-STEP_COMMON = ("id", "when", "on_error", "description", "name")
+# The keys of a flow file, its trigger and every step, declared once: validation, the JSON Schema
+# (engine.schema) and the docs' key tables read them.
+FLOW_FIELDS = (
+    Field("id", "id", "The flow's id: its trigger URL is /hooks/<id>. Default: the file name.", example="orders"),
+    Field("name", "str", "A title for people."),
+    Field("description", "str", "What the flow is for."),
+    Field("trigger", "trigger", "How webhooks are verified, deduplicated, ordered and indexed."),
+    Field("steps", "steps", "The steps run for each event, in order.", required=True),
+    Field("on_failure", "steps", "Steps run once when a run fails for good, with `error` in scope."),
+)
+TRIGGER_FIELDS = (
+    Field("verify", "verify", "Signature or token verification: a provider and its secret."),
+    Field("dedupe", "key", "One run per value: a JSONPath into the body or header:<Name>.", example="$.id"),
+    Field("order_by", "key", "Runs with the same value run one after the other.", example="$.order.id"),
+    Field("max_body", "size", "Largest body accepted for this flow.", example="1MiB"),
+    Field("index", "keys", "Values to search runs by: name -> JSONPath or header:<Name>.",
+          example="{order_id: $.id}"),
+    Field("redact_headers", "headers", "Request headers stored as [redacted].", example="[X-Api-Key]"),
+    Field("verify_token", "str", "Token answered in GET hub.challenge handshakes (Meta, Strava)."),
+)
+STEP_FIELDS = (
+    Field("id", "step_id", "Unique in the flow; read as steps.<id>.", required=True),
+    Field("when", "expression", "A bare expression; false skips the step."),
+    Field("on_error", "enum", "continue: a failure for good is kept in steps.<id>.error and the run goes on.",
+          default="fail", choices=("fail", "continue")),
+    Field("description", "str", "What the step is for."),
+    Field("name", "str", "Same as description."),
+)
+FLOW_KEYS = tuple(f.name for f in FLOW_FIELDS)
+TRIGGER_KEYS = tuple(f.name for f in TRIGGER_FIELDS)
+STEP_COMMON = tuple(f.name for f in STEP_FIELDS)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 STEP_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 

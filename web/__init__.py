@@ -44,10 +44,11 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
 
     app.extensions["hookline_sqlite_guard"] = SqliteGuard.for_url(service.settings.database_url)
 
-    from web import auth, health, hooks, metrics, sandbox, ui
+    from web import auth, health, hooks, metrics, sandbox, schemas, ui
     from web.errors import register_error_handlers
 
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(schemas.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     if settings.sandbox:

@@ -35,7 +35,7 @@ from web.sessions import SessionRegistry
 
 bp = Blueprint("auth", __name__)
 
-OPEN_PREFIXES = ("/hooks/", "/sandbox/", "/static/")
+OPEN_PREFIXES = ("/hooks/", "/sandbox/", "/static/", "/schemas/")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # scraped by Prometheus; expose only internally
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
