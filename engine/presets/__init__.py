@@ -1,6 +1,7 @@
 """Webhook verification presets: one file per provider, one registry, as the step types in engine.steps.
 
-Each ``engine/presets/<name>.py`` declares one :class:`~engine.presets.base.Preset` and registers it. The
+Each ``engine/presets/<name>.py`` declares one :class:`~engine.presets.base.Preset` and registers it; every
+module of the package is imported at start-up, so a new provider needs no edit elsewhere. The
 loader validates ``trigger.verify`` from the presets' fields (:func:`parse_verify`), the ingress calls
 :func:`verify_request` with the request as received, redacts :func:`secret_fields` before storing, and
 parses form bodies with :func:`form_rule`; docs/flows.md's preset reference and the round-trip tests are
@@ -14,6 +15,8 @@ configured raises VerificationUnavailable (503), so the provider retries once it
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -208,15 +211,12 @@ def form_rule(config: VerifyConfig | None) -> FormRule | None:
     return REGISTRY[config.provider].form_event if config is not None else None
 
 
-from engine.presets import basic as _basic  # noqa: E402,F401  registration side effect
-from engine.presets import github as _github  # noqa: E402,F401
-from engine.presets import hmac as _hmac  # noqa: E402,F401
-from engine.presets import shopify as _shopify  # noqa: E402,F401
-from engine.presets import slack as _slack  # noqa: E402,F401
-from engine.presets import square as _square  # noqa: E402,F401
-from engine.presets import standard_webhooks as _standard_webhooks  # noqa: E402,F401
-from engine.presets import stripe as _stripe  # noqa: E402,F401
-from engine.presets import token as _token  # noqa: E402,F401
-from engine.presets import twilio as _twilio  # noqa: E402,F401
+def _load_presets() -> None:
+    """Import every module of this package but ``base``: each registers its preset, so a new provider is one file."""
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_load_presets()
 
 PROVIDERS: tuple[str, ...] = providers()
