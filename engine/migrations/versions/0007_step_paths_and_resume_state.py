@@ -25,6 +25,29 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('state', sa.JSON(), nullable=True))
     with op.batch_alter_table('step_runs', schema=None) as batch_op:  # SQLite: the new name exists only now
         batch_op.create_unique_constraint('uq_step_runs_attempt', ['run_id', 'path', 'attempt'])
+    _backfill_state()
+
+
+def _backfill_state() -> None:
+    """Runs that may still resume (unfinished, or failed and retryable from their failed step) keep their
+    done steps done (I5): their recorded output becomes their state, which is what resumed them before."""
+    bind = op.get_bind()
+    steps = sa.table('step_runs', sa.column('id', sa.Integer), sa.column('run_id', sa.Integer),
+                     sa.column('status', sa.String), sa.column('output', sa.JSON), sa.column('state', sa.JSON))
+    runs = sa.table('runs', sa.column('id', sa.Integer), sa.column('status', sa.String))
+    resumable = sa.select(runs.c.id).where(runs.c.status.in_(['queued', 'running', 'waiting', 'failed']))
+    last = 0
+    while True:
+        rows = bind.execute(
+            sa.select(steps.c.id, steps.c.status, steps.c.output)
+            .where(steps.c.id > last, steps.c.status.in_(['succeeded', 'skipped']), steps.c.run_id.in_(resumable))
+            .order_by(steps.c.id).limit(1000)).all()
+        if not rows:
+            return
+        for row in rows:
+            state = {'status': row.status} if row.status == 'skipped' else {'status': 'succeeded', 'output': row.output}
+            bind.execute(steps.update().where(steps.c.id == row.id).values(state=state))
+        last = rows[-1].id
 
 
 def downgrade() -> None:
