@@ -328,22 +328,53 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _run_consumer(settings: Settings, workers: int) -> None:
+def _run_consumer(settings: Settings, workers: int, health_port: int | None = None) -> None:
     from engine.config import skip_unused_drivers
 
     skip_unused_drivers(settings)
     from engine import tasks
+    from engine.errors import StoreUnavailable
     from engine.service import Reaper
 
+    class GuardedReaper(Reaper):
+        """The reaper passes the store breaker too: no pass (and no log line) per interval during an outage."""
+
+        def run(self) -> None:
+            while not self.stopped.is_set():
+                if tasks.store_breaker.allow():
+                    try:
+                        self.service.reap()
+                    except StoreUnavailable as exc:
+                        tasks.store_breaker.opened(exc)
+                    except Exception as exc:  # noqa: BLE001 - anything else: say so, try again next interval
+                        log.warning("reaper: %s", exc)
+                self.stopped.wait(self.interval)
+
     svc = tasks.service()
-    reaper = Reaper(svc, settings.reaper_interval_s)
+    reaper = GuardedReaper(svc, settings.reaper_interval_s)
     reaper.start()
+    health = None
+    if health_port is not None:
+        from engine.worker_health import HealthServer
+
+        health = HealthServer("127.0.0.1", health_port, worker_checks)
+        health.start()
+        click.echo(f"worker health on http://127.0.0.1:{health.port}/readyz")
     consumer = tasks.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
                                           initial_delay=0.02, backoff=1.2, max_delay=0.5, check_worker_health=True)
     try:
         consumer.run()
     finally:
         reaper.stopped.set()
+        if health is not None:
+            health.stop()
+
+
+def worker_checks() -> dict[str, str]:
+    """The worker's readiness: its store breaker and its queue reads (engine.worker_health)."""
+    from engine import tasks
+
+    return {"database": tasks.store_breaker.status(), "queue": tasks.queue_outage.status()}
 
 
 @main.command()
@@ -422,11 +453,13 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
 
 @main.command()
 @click.option("--workers", default=None, type=int, help="Worker threads (HOOKLINE_WORKER_THREADS).")
-def worker(workers: int | None) -> None:
+@click.option("--health-port", default=None, type=int,
+              help="Serve /healthz, /readyz (503 while the store or queue is out) and /metrics on 127.0.0.1:PORT.")
+def worker(workers: int | None, health_port: int | None) -> None:
     """A Huey consumer executing runs, plus the reaper that recovers runs of dead workers."""
     settings = _settings()
     setup_logging(settings)
-    _run_consumer(settings, workers or settings.worker_threads)
+    _run_consumer(settings, workers or settings.worker_threads, health_port)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 ``huey_consumer engine.tasks.huey`` works, but ``hookline worker`` also starts the reaper thread.
 Settings come from the environment once per process; the service is built on first use.
+
+Outages (engine.worker_health): while the store is unavailable the worker takes no message (a breaker
+that probes, then resumes) and a run cut off mid-way goes back on the queue; queue read errors are one
+line per outage, not a traceback per poll.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from huey import Huey, RedisHuey, crontab
-from huey.storage import SqliteStorage
+from huey import Huey, crontab
+from huey.storage import RedisStorage, SqliteStorage
 
 from engine.config import Settings
+from engine.errors import StoreUnavailable
+from engine.worker_health import QUEUE_UP, OutageLog, StoreBreaker, queue_errors
 
 if TYPE_CHECKING:
     from engine.service import Service
@@ -35,16 +41,47 @@ class QueueStorage(SqliteStorage):  # type: ignore[misc]
         return conn
 
 
+class HooklineHuey(Huey):  # type: ignore[misc]
+    """Huey whose consumer takes messages only while the store breaker lets it, and says once that the queue is down.
+
+    Huey's consumer logs a traceback for every failed poll; here a read error is recorded on the queue's
+    outage log and the poll comes back empty, so the consumer's own back-off applies.
+    """
+
+    def dequeue(self) -> Any:
+        if not store_breaker.allow():
+            return None  # the messages stay in the queue until the store answers again
+        try:
+            task = super().dequeue()
+        except queue_errors() as exc:
+            queue_outage.failed(exc, "retrying quietly")
+            return None
+        queue_outage.ok()
+        return task
+
+    def read_schedule(self, timestamp: Any = None) -> Any:
+        try:
+            tasks = super().read_schedule(timestamp)
+        except queue_errors() as exc:
+            queue_outage.failed(exc, "retrying quietly")
+            return []
+        queue_outage.ok()
+        return tasks
+
+
 def make_huey(settings: Settings) -> Huey:
     if settings.redis_url:
-        return RedisHuey("hookline", url=settings.redis_url, results=False)
-    return Huey("hookline", storage_class=QueueStorage, filename=settings.queue_path, results=False, timeout=30)
+        return HooklineHuey("hookline", storage_class=RedisStorage, url=settings.redis_url, results=False)
+    return HooklineHuey("hookline", storage_class=QueueStorage, filename=settings.queue_path, results=False,
+                        timeout=30)
 
 
 settings = Settings.from_env()
 huey = make_huey(settings)
 _service: Service | None = None
 _lock = threading.Lock()
+store_breaker = StoreBreaker(lambda: service().store.ping())
+queue_outage = OutageLog("queue", QUEUE_UP)
 
 
 def service() -> Service:
@@ -63,17 +100,32 @@ def service() -> Service:
 
 @huey.task(retries=0)  # type: ignore[untyped-decorator]
 def execute_run(run_id: int) -> None:
-    service().execute_run(run_id)
+    try:
+        service().execute_run(run_id)
+    except StoreUnavailable as exc:  # cut off mid-run: back on the queue, taken again once the store answers
+        store_breaker.opened(exc)
+        try:
+            enqueue(run_id)
+        except queue_errors() as qexc:  # the reaper finds it (queued or lease expired) once both are back
+            queue_outage.failed(qexc, "retrying quietly")
 
 
 @huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
 def reap() -> None:
-    service().reap()
+    if store_breaker.allow():
+        try:
+            service().reap()
+        except StoreUnavailable as exc:
+            store_breaker.opened(exc)
 
 
 @huey.periodic_task(crontab(minute="17"))  # type: ignore[untyped-decorator]
 def prune() -> None:
-    service().prune()
+    if store_breaker.allow():
+        try:
+            service().prune()
+        except StoreUnavailable as exc:
+            store_breaker.opened(exc)
 
 
 def enqueue(run_id: int, delay: float = 0.0) -> None:

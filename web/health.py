@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -33,5 +34,8 @@ def readyz() -> Any:
             checks["queue"] = f"ok ({svc.pending()} pending)"
         except Exception as exc:  # noqa: BLE001
             checks["queue"] = f"unavailable: {str(exc)[:200]}"
+    tasks = sys.modules.get("engine.tasks")  # hookline serve: the worker threads of this very process
+    if tasks is not None and tasks.store_breaker.down:
+        checks["worker"] = f"paused: database {tasks.store_breaker.status()}"
     ok = all(v.startswith("ok") for v in checks.values())
     return jsonify({"ok": ok, "checks": checks}), 200 if ok else 503
