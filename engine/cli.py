@@ -275,8 +275,9 @@ def fixture(run_id: int, out: str | None) -> None:
         _fail(f"no run {run_id} in {_safe_url(settings.database_url)}")
     assert detail is not None
     stored = store.flow_source(detail.run.flow_version)
-    env = placeholder_env(load_flow(stored[1], stored[2])) if stored else {}
-    text = export_fixture(detail, detail.run.flow_id, env=env)
+    flow = load_flow(stored[1], stored[2]) if stored else None
+    env = placeholder_env(flow) if flow else {}
+    text = export_fixture(detail, detail.run.flow_id, env=env, trigger=flow.trigger if flow else None)
     if out == "-":
         click.echo(text, nl=False)
         return

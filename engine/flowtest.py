@@ -31,7 +31,7 @@ from typing import Any
 
 from engine.errors import FlowInvalid
 from engine.loader import parse_yaml
-from engine.model import Event, Flow, Headers, RunDetail, RunResult, StepResult, step_id_of
+from engine.model import Event, Flow, Headers, RunDetail, RunResult, StepResult, Trigger, step_id_of
 from engine.runner import run_to_end
 
 FIXTURE_KEYS = ("name", "description", "event", "headers", "query", "env", "stubs", "expect")
@@ -169,7 +169,8 @@ def placeholder_env(flow: Flow) -> dict[str, str]:
     return {name: PLACEHOLDER_ENV_VALUE for name in sorted(names)}
 
 
-def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | None = None) -> str:
+def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | None = None,
+                   trigger: Trigger | None = None) -> str:
     """YAML for ``hookline test`` that replays a finished run in-process: its event, stubs and final statuses.
 
     The event body is parsed as the worker parsed it; headers come as stored (already redacted), minus
@@ -183,7 +184,7 @@ def export_fixture(detail: RunDetail, flow_id: str, *, env: Mapping[str, str] | 
 
     from engine.events import make_event
 
-    event = make_event(detail.event)
+    event = make_event(detail.event, trigger)  # the flow's body rules (a GitHub form delivery's payload)
     headers = {k: v for k, v in detail.event.headers if k.lower() not in EXPORT_SKIP_HEADERS and v != "[redacted]"}
     query = {k: v for k, v in event.query.items() if v != "[redacted]"}
     final = {step.path: step for step in detail.steps}  # oldest attempt first, so the last one wins

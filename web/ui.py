@@ -105,8 +105,9 @@ def fixture(run_id: int) -> Any:
     if detail.run.status not in TERMINAL:
         raise ApiError(409, f"run {run_id} is {detail.run.status.value}; export it once it has finished")
     stored = svc.store.flow_source(detail.run.flow_version)
-    env = placeholder_env(svc.flow_version(detail.run.flow_version, stored[1], stored[2])) if stored else {}
-    text = export_fixture(detail, detail.run.flow_id, env=env)
+    flow = svc.flow_version(detail.run.flow_version, stored[1], stored[2]) if stored else None
+    env = placeholder_env(flow) if flow else {}
+    text = export_fixture(detail, detail.run.flow_id, env=env, trigger=flow.trigger if flow else None)
     name = f"{detail.run.flow_id}-run-{run_id}.yaml"
     return Response(text, mimetype="application/yaml",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
