@@ -244,6 +244,7 @@ def run_ingest(system: str, kind: str, cfg: Any, logdir: Path) -> dict[str, Any]
             url = f"http://127.0.0.1:{port}/hooks/bench_ack"
         wrk_post1k(url, min(2.0, cfg.peers_duration), cfg.peers_connections)
         sampler = Sampler({web.name: web.pid})
+        sampler.start()
         res = wrk_post1k(url, cfg.peers_duration, cfg.peers_connections)
         sampler.stop()
         cpu_ms = 1000 * sampler.cpu_s / max(1, res["acked"])
