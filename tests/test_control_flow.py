@@ -126,6 +126,8 @@ def test_concurrent_items_each_call_once(make_service: Any, db_url: str, target:
     assert detail.run.status is RunStatus.SUCCEEDED
     lines = [s for s in detail.steps if s.path == "lines"][0]
     assert [o["response"]["status"] for o in lines.output] == [200] * 5  # in item order, whatever finished first
+    items = sorted((s.path, s.status) for s in detail.steps if s.path != "lines")
+    assert items == [(f"lines[{i}].decrement", StepStatus.SUCCEEDED) for i in range(5)]  # every result recorded
 
 
 SWITCH = [
@@ -159,7 +161,8 @@ def test_switch_runs_exactly_the_first_matching_case(make_service: Any, db_url: 
 def test_on_failure_runs_once_when_retries_are_exhausted_and_never_on_success(
         make_service: Any, db_url: str, target: Target) -> None:
     target.script["/crm"] = [(503, {"error": "down"})]
-    steps = [{"id": "crm", "http": {"url": target.url + "/{{ event.crm }}", "json": {"id": "{{ event.id }}"}, "retry": FAST_RETRY}}]
+    steps = [{"id": "crm", "http": {"url": target.url + "/{{ event.crm }}", "json": {"id": "{{ event.id }}"},
+                                    "retry": FAST_RETRY}}]
     handler = [{"id": "alert", "http": {"url": f"{target.url}/alerts", "json": {
         "run": "{{ run.id }}", "step": "{{ error.step }}", "message": "{{ error.message }}",
         "status": "{{ error.status }}", "attempts": "{{ error.attempts }}"}}}]
@@ -264,7 +267,8 @@ def test_a_dry_run_of_a_stored_run_follows_its_recorded_responses(make_service: 
     steps = [{"id": "lookup", "http": {"method": "GET", "url": f"{target.url}/lookup", "success": [200, 404]}},
              {"id": "contact", "switch": {
                  "cases": [{"when": "steps.lookup.response.status == 200", "steps": [
-                     {"id": "update", "http": {"method": "PATCH", "url": target.url + "/c/{{ steps.lookup.response.json.id }}"}}]}],
+                     {"id": "update", "http": {"method": "PATCH",
+                                               "url": target.url + "/c/{{ steps.lookup.response.json.id }}"}}]}],
                  "default": [{"id": "create", "http": {"url": f"{target.url}/c"}}]}}]
     svc, queue = make_service({"cf": flow(steps)}, db_url)
     run_id = accept(svc, {"id": "o1"}, "cf").run_id
