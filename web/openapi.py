@@ -1,4 +1,8 @@
-"""OpenAPI 3 description of /api, served at /api/openapi.json; tests/test_api.py checks every route is in it."""
+"""OpenAPI 3 description of /api, served at /api/openapi.json; tests/test_api.py checks every route is in it.
+
+Every response schema lists the fields the API returns and requires them: tests/test_hardening_api.py
+validates real responses against it (schemathesis, plus a check that no returned field is undocumented).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,28 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def obj(properties: dict[str, Any], optional: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    """An object whose ``properties`` are all returned (required) but for ``optional``."""
+    return {"type": "object", "required": [k for k in properties if k not in optional], "properties": properties,
+            **extra}
+
+
+def _n(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "nullable": True, **extra}
+
+
+STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+ANY: dict[str, Any] = {}  # recorded JSON of any shape (step input and output)
+DATE = {"type": "string", "format": "date-time"}
+FLOW_ID = {"type": "string", "minLength": 1}
+
+
 ERROR = _json(_ref("Error"), "Error: one line saying what is wrong")
-RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0,
+                                                                       "maximum": 2**63 - 1}}
 TIME = {"type": "string", "description": "ISO-8601 (naive means UTC), epoch seconds, or an age such as 6h"}
 FILTER_PARAMS: list[dict[str, Any]] = [
-    {"name": "flow", "in": "query", "schema": {"type": "string"}, "description": "Flow id"},
+    {"name": "flow", "in": "query", "schema": FLOW_ID, "description": "Flow id"},
     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
     {"name": "since", "in": "query", "schema": TIME, "description": "Received at or after"},
     {"name": "until", "in": "query", "schema": TIME, "description": "Received before"},
@@ -28,12 +49,27 @@ FILTER_PARAMS: list[dict[str, Any]] = [
 ]
 FILTER_BODY = {
     "type": "object",
+    "description": "At least one of flow, status, since, until and q (an empty filter would replay everything).",
     "properties": {
-        "flow": {"type": "string"}, "status": {"type": "string", "enum": list(STATUSES)}, "since": TIME,
-        "until": TIME, "q": {"type": "string"},
+        "flow": FLOW_ID, "status": {"type": "string", "enum": list(STATUSES)}, "since": TIME,
+        "until": TIME, "q": {"type": "string", "minLength": 1},
         "version": {"type": "string", "enum": ["current", "original"], "default": "current"},
     },
+    "anyOf": [{"required": [k]} for k in ("flow", "status", "since", "until", "q")],
 }
+FILTER = obj({"flow": _n("string"), "status": _n("string"), "since": _n("string"), "until": _n("string"),
+              "q": _n("string"), "query": {"type": "object", "description": "The filter as typed"}})
+RUN_PROPS: dict[str, Any] = {
+    "id": INT, "flow_id": STR, "flow_version": STR, "status": {"type": "string", "enum": list(STATUSES)},
+    "terminal": BOOL, "created_at": DATE, "started_at": _n("string", format="date-time"),
+    "finished_at": _n("string", format="date-time"), "duration_ms": _n("number"), "dedupe_key": _n("string"),
+    "error": _n("string"), "reason": _n("string", description="Why a run is waiting"),
+    "next_attempt_at": _n("string", format="date-time"),
+    "current_step": _n("string", description="Path of the step a waiting or running run is at"),
+    "deliveries": {"type": "integer", "description": "Copies of the event received (duplicates included)"},
+    "parent_run_id": _n("integer"), "replay_kind": _n("string", enum=["replay", "retry", None]), "url": STR,
+}
+HTTP_RECORD = _n("object", description="A recorded request or response (headers redacted, body capped)")
 
 
 def spec() -> dict[str, Any]:
@@ -61,8 +97,8 @@ def spec() -> dict[str, Any]:
             "/api/flows/{flow_id}": {"get": {
                 "summary": "One flow: source lines, problems, recent runs",
                 "operationId": "getFlow",
-                "parameters": [{"name": "flow_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json({"type": "object"}, "The flow"), "404": ERROR},
+                "parameters": [{"name": "flow_id", "in": "path", "required": True, "schema": FLOW_ID}],
+                "responses": {"200": _json(_ref("FlowDetail"), "The flow"), "404": ERROR, "401": ERROR},
             }},
             "/api/runs": {"get": {
                 "summary": "Runs, newest first, keyset-paginated",
@@ -70,14 +106,15 @@ def spec() -> dict[str, Any]:
                                "`ids=1,2,3` instead returns just those runs (at most 200).",
                 "operationId": "listRuns",
                 "parameters": FILTER_PARAMS + [
-                    {"name": "cursor", "in": "query", "schema": {"type": "integer"},
+                    {"name": "cursor", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
                      "description": "Runs older than this id (the previous page's next_cursor)"},
-                    {"name": "after", "in": "query", "schema": {"type": "integer"},
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
                      "description": "Runs newer than this id"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500,
                                                                 "default": 50}},
                     {"name": "ids", "in": "query", "schema": {"type": "string"},
-                     "description": "Comma-separated run ids; other parameters are ignored"},
+                     "description": "Comma-separated run ids (at most 200); other parameters are ignored. "
+                                    "The answer then has `runs` only"},
                 ],
                 "responses": {"200": _json(_ref("RunPage"), "A page of runs"), "400": ERROR, "401": ERROR},
             }},
@@ -85,7 +122,7 @@ def spec() -> dict[str, Any]:
                 "summary": "One run: every step attempt, the inbound request, links",
                 "operationId": "getRun",
                 "parameters": [RUN_ID],
-                "responses": {"200": _json(_ref("RunDetail"), "The run"), "404": ERROR},
+                "responses": {"200": _json(_ref("RunDetail"), "The run"), "404": ERROR, "401": ERROR},
             }},
             "/api/runs/{run_id}/replay": {"post": {
                 "summary": "Replay: a new run on the same event",
@@ -95,34 +132,34 @@ def spec() -> dict[str, Any]:
                     "type": "object",
                     "properties": {"version": {"type": "string", "enum": ["current", "original"], "default": "current"}},
                 }}}},
-                "responses": {"201": _json(_ref("Created"), "The new run"), "400": ERROR, "404": ERROR,
+                "responses": {"201": _json(_ref("Created"), "The new run"), "400": ERROR, "401": ERROR, "404": ERROR,
                               "409": _json(_ref("Error"), "The flow is not loaded (replay on the original version)")},
             }},
             "/api/runs/{run_id}/retry": {"post": {
                 "summary": "Retry from the failed step: a new run keeping the succeeded steps",
                 "operationId": "retryRun",
                 "parameters": [RUN_ID],
-                "responses": {"201": _json(_ref("Created"), "The new run"), "404": ERROR,
+                "responses": {"201": _json(_ref("Created"), "The new run"), "401": ERROR, "404": ERROR,
                               "409": _json(_ref("Error"), "The run is not failed")},
             }},
             "/api/runs/{run_id}/dry-run": {"post": {
                 "summary": "What the current flow version would send for this run's event; sends nothing",
                 "operationId": "dryRunRun",
                 "parameters": [RUN_ID],
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "status": {"type": "string"}, "error": {"type": "string", "nullable": True},
-                    "steps": {"type": "array", "items": _ref("Step")}}}, "The simulated steps"),
-                    "404": ERROR, "409": ERROR},
+                "responses": {"200": _json(obj({
+                    "run": _ref("Run"), "status": STR, "error": _n("string"),
+                    "steps": {"type": "array", "items": _ref("Step")}, "note": STR}), "The simulated steps"),
+                    "401": ERROR, "404": ERROR, "409": ERROR},
             }},
             "/api/runs/replay": {"post": {
                 "summary": f"Bulk replay of every run matching a filter (at most {BULK_CAP:,})",
                 "description": "At least one filter is required; above the cap nothing is replayed (400).",
                 "operationId": "bulkReplay",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": FILTER_BODY}}},
-                "responses": {"201": _json({"type": "object", "properties": {
-                    "count": {"type": "integer"}, "replayed": {"type": "array", "items": {"type": "integer"}},
-                    "run_ids": {"type": "array", "items": {"type": "integer"}}}}, "The new runs"),
-                    "400": ERROR, "409": ERROR},
+                "responses": {"201": _json(obj({
+                    "ok": BOOL, "count": INT, "replayed": {"type": "array", "items": INT},
+                    "run_ids": {"type": "array", "items": INT}, "filter": FILTER}), "The new runs"),
+                    "400": ERROR, "401": ERROR, "409": ERROR},
             }},
             "/api/openapi.json": {"get": {
                 "summary": "This document",
@@ -138,37 +175,59 @@ def spec() -> dict[str, Any]:
             "schemas": {
                 "Error": {"type": "object", "required": ["ok", "error", "status"], "properties": {
                     "ok": {"type": "boolean"}, "error": {"type": "string"}, "status": {"type": "integer"}}},
-                "Run": {"type": "object", "properties": {
-                    "id": {"type": "integer"}, "flow_id": {"type": "string"}, "flow_version": {"type": "string"},
-                    "status": {"type": "string", "enum": list(STATUSES)}, "terminal": {"type": "boolean"},
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "started_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "finished_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "duration_ms": {"type": "number", "nullable": True},
-                    "dedupe_key": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True},
-                    "reason": {"type": "string", "nullable": True},
-                    "next_attempt_at": {"type": "string", "format": "date-time", "nullable": True},
-                    "parent_run_id": {"type": "integer", "nullable": True},
-                    "replay_kind": {"type": "string", "nullable": True}, "url": {"type": "string"}}},
-                "RunPage": {"type": "object", "properties": {
+                "Run": obj(RUN_PROPS),
+                "RunPage": obj({
                     "runs": {"type": "array", "items": _ref("Run")},
-                    "next_cursor": {"type": "integer", "nullable": True}, "max_id": {"type": "integer"},
-                    "filter": {"type": "object"}}},
-                "Step": {"type": "object", "properties": {
-                    "path": {"type": "string"}, "step_id": {"type": "string"}, "status": {"type": "string"}, "attempt": {"type": "integer"},
-                    "duration_ms": {"type": "number", "nullable": True}, "input": {}, "output": {},
-                    "request": {"type": "object", "nullable": True}, "response": {"type": "object", "nullable": True},
-                    "error": {"type": "object", "nullable": True, "properties": {
-                        "type": {"type": "string"}, "message": {"type": "string"}}}}},
-                "RunDetail": {"type": "object", "properties": {
-                    "run": _ref("Run"), "steps": {"type": "array", "items": _ref("Step")},
-                    "event": {"type": "object", "description": "The inbound request: method, query, headers, body"},
-                    "parent": {"type": "object", "nullable": True},
-                    "children": {"type": "array", "items": _ref("Run")}, "actions": {"type": "object"}}},
-                "Created": {"type": "object", "properties": {
-                    "ok": {"type": "boolean"}, "run_id": {"type": "integer"}, "parent_run_id": {"type": "integer"},
-                    "url": {"type": "string"}}},
-                "FlowList": {"type": "object", "properties": {"flows": {"type": "array", "items": {"type": "object"}}}},
+                    "next_cursor": _n("integer"), "next_url": _n("string"), "max_id": INT,
+                    "live": {"type": "boolean", "description": "True on the newest page (poll with after=max_id)"},
+                    "limit": INT, "filter": FILTER,
+                }, optional=("next_cursor", "next_url", "max_id", "live", "limit", "filter")),
+                "Step": obj({
+                    "path": {"type": "string", "description": "The step's identity: its id, or its place in a "
+                                                              "container (lines[2].decrement)"},
+                    "step_id": STR, "status": STR, "attempt": INT, "position": INT,
+                    "started_at": _n("string", format="date-time"), "finished_at": _n("string", format="date-time"),
+                    "duration_ms": _n("number"), "input": ANY, "output": ANY, "request": HTTP_RECORD,
+                    "response": HTTP_RECORD,
+                    "error": _n("object", properties={"type": _n("string"), "message": STR}),
+                    "retry_at": _n("string", format="date-time"), "idempotency_key": _n("string"),
+                    "kept_from_parent": {"type": "boolean", "description": "Copied from the parent by a retry"},
+                }),
+                "RunDetail": obj({
+                    "run": {"allOf": [_ref("Run"), obj({"order_key": _n("string"), "index": {"type": "object"}})]},
+                    "flow": obj({"id": STR, "loaded": BOOL, "current_version": _n("string"),
+                                 "ran_current_version": BOOL, "url": STR}),
+                    "event": obj({"received_at": DATE, "method": STR, "query": STR, "content_type": _n("string"),
+                                  "headers": {"type": "array", "items": {"type": "array", "items": STR}},
+                                  "size": INT, "body": STR, "body_truncated": BOOL, "body_json": ANY},
+                                 description="The inbound request: method, query, headers (redacted), body"),
+                    "steps": {"type": "array", "items": _ref("Step")},
+                    "tree": {"type": "array", "items": {"type": "object"},
+                             "description": "The steps as the flow nests them (containers with their children)"},
+                    "parent": _n("object", properties={"id": INT, "url": STR}),
+                    "children": {"type": "array", "items": _ref("Run")},
+                    "actions": obj({k: _n("string") for k in ("replay", "replay_original", "retry", "dry_run",
+                                                               "fixture", "api")}),
+                }),
+                "Created": obj({"ok": BOOL, "run_id": INT, "parent_run_id": INT, "url": STR}),
+                "Flow": obj({
+                    "id": STR, "path": STR, "url": STR, "runs_url": STR, "trigger_url": STR, "runs_24h": INT,
+                    "counts_24h": {"type": "object", "additionalProperties": INT}, "success_rate": _n("number"),
+                    "last_failure": {"allOf": [_ref("Run")], "nullable": True},
+                    "volume": {"type": "array", "items": INT}, "ok": BOOL, "name": _n("string"),
+                    "description": _n("string"), "version": _n("string"),
+                    "errors": {"type": "array", "items": {}}, "warnings": {"type": "array", "items": {}},
+                    "verify": ANY, "steps": {"type": "array", "items": {"type": "object"}},
+                }, optional=("name", "description", "version", "verify", "steps", "last_failure", "warnings")),
+                "FlowList": obj({"flows": {"type": "array", "items": _ref("Flow")}, "flows_dir": STR,
+                                 "connections": {"type": "array", "items": {"type": "object"}}},
+                                optional=("flows_dir", "connections")),
+                "FlowDetail": obj({
+                    "flow": _ref("Flow"),
+                    "source": {"type": "array", "items": obj({"n": INT, "text": STR,
+                                                              "errors": {"type": "array", "items": {}}})},
+                    "runs": {"type": "array", "items": _ref("Run")},
+                }),
             },
         },
     }
