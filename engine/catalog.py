@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.connections import CONNECTIONS_FILE, Connection
+from engine.connections.load import ConnectionSet, check_flow, connections_file, load_connections_file
 from engine.errors import FlowError, FlowInvalid
 from engine.loader import load_flow_file
 from engine.model import Flow
@@ -34,6 +36,7 @@ def flow_files(directory: str | Path) -> list[Path]:
     return sorted(
         p for p in root.iterdir()
         if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.endswith((".test.yaml", ".test.yml"))
+        and p.name != CONNECTIONS_FILE
     )
 
 
@@ -46,6 +49,7 @@ class FlowCatalog:
         self._by_path: dict[Path, Flow | BrokenFlow] = {}
         self._by_id: dict[str, Flow | BrokenFlow] = {}
         self._checked = 0.0
+        self.connections = ConnectionSet()  # <directory>/connections.yaml, reloaded with the flows
         self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
@@ -57,7 +61,8 @@ class FlowCatalog:
             self._checked = now
             files = flow_files(self.directory)
             stamps: dict[Path, tuple[float, int]] = {}
-            for p in files:
+            conn_file = connections_file(self.directory)
+            for p in [*files, conn_file] if conn_file.exists() else files:
                 try:
                     st = p.stat()
                 except OSError:
@@ -65,8 +70,14 @@ class FlowCatalog:
                 stamps[p] = (st.st_mtime, st.st_size)
             if stamps == self._stamps:
                 return
+            if self._stamps.get(conn_file) != stamps.get(conn_file):
+                self.connections = load_connections_file(conn_file)
+                for err in self.connections.errors:
+                    log.warning("invalid connection: %s", err)
             by_path: dict[Path, Flow | BrokenFlow] = {}
             for p, stamp in stamps.items():
+                if p == conn_file:
+                    continue
                 if self._stamps.get(p) == stamp and p in self._by_path:
                     by_path[p] = self._by_path[p]
                     continue
@@ -90,8 +101,20 @@ class FlowCatalog:
                     by_path[p] = BrokenFlow(item.id + "@" + p.name, str(p), [err])
                     by_id[by_path[p].id] = by_path[p]
                     continue
-                by_id[item.id] = item
+                by_id[item.id] = self._with_connections(item)
             self._stamps, self._by_path, self._by_id = stamps, by_path, by_id
+
+    def _with_connections(self, item: Flow | BrokenFlow) -> Flow | BrokenFlow:
+        """A flow naming an unknown or broken connection is not served (its steps could never authenticate)."""
+        if isinstance(item, BrokenFlow):
+            return item
+        errors = check_flow(item, self.connections)
+        return BrokenFlow(item.id, item.path, errors) if errors else item
+
+    def connection(self, name: str) -> Connection | None:
+        """A valid connection by name, as the file is now (the runtime's lookup)."""
+        self.refresh()
+        return self.connections.get(name)
 
     def get(self, flow_id: str) -> Flow | BrokenFlow | None:
         self.refresh()

@@ -15,6 +15,7 @@ import yaml
 
 from engine.catalog import flow_files
 from engine.config import Settings, environ
+from engine.connections.load import check_flow, connections_file
 from engine.errors import EngineError, FlowInvalid
 from engine.loader import load_flow_file, missing_env_vars
 from engine.model import Event, Flow, Headers, RunStatus
@@ -118,6 +119,8 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
         files.extend(found)
     problems = 0
     env = environ()
+    connections = _validate_connections(paths or (settings.flows_dir,), env, strict)
+    problems += sum(n for _, n in connections.values())
     for f in files:
         try:
             flow = load_flow_file(f)
@@ -125,6 +128,12 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
             for err in exc.errors:
                 click.echo(str(err))
             problems += len(exc.errors)
+            continue
+        unknown = check_flow(flow, connections[connections_file(f)][0])
+        for err in unknown:
+            click.echo(str(err))
+        problems += len(unknown)
+        if unknown:
             continue
         missing = missing_env_vars(flow, env)
         label = "" if strict else "warning: "
@@ -137,6 +146,27 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     if problems:
         click.echo(f"{problems} problem(s) in {len(files)} file(s)", err=True)
         sys.exit(1)
+
+
+def _validate_connections(paths: tuple[str, ...], env: Any, strict: bool) -> dict[Path, tuple[Any, int]]:
+    """Load each directory's connections.yaml once, printing its problems; file -> (ConnectionSet, problems)."""
+    from engine.connections.load import load_connections_file
+
+    out: dict[Path, tuple[Any, int]] = {}
+    for p in paths:
+        path = connections_file(p)
+        if path in out:
+            continue
+        found = load_connections_file(path)
+        for err in found.errors:
+            click.echo(str(err))
+        warnings = found.env_warnings(env)
+        for line in warnings:
+            click.echo(("" if strict else "warning: ") + line)
+        if found.file and not found.errors:
+            click.echo(f"{found.file}: ok ({len(found.connections)} connections)")
+        out[path] = (found, len(found.errors) + (len(warnings) if strict else 0))
+    return out
 
 
 def _print_result(result: Any, dry_run: bool) -> None:

@@ -24,6 +24,8 @@ import httpx
 
 from engine.catalog import FlowCatalog
 from engine.config import Settings, environ
+from engine.connection_store import StoreTokenCache
+from engine.connections.runtime import ConnectionRuntime
 from engine.errors import FlowInvalid, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
@@ -226,6 +228,8 @@ class Service:
             user_agent=settings.user_agent,
             max_recorded_body=settings.max_stored_body,
             public_url=settings.public_url.rstrip("/"),
+            connections=ConnectionRuntime(catalog.connection, StoreTokenCache(store), owner=self.owner,
+                                          secret_key=settings.secret_key),
         )
         self.gate = _StoreGate(store, settings)
 

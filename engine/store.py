@@ -1079,3 +1079,6 @@ class RunStore:
         with self._tx(write=False) as s:
             rows = s.execute(select(RunRow).where(RunRow.id.in_(list(ids))).order_by(RunRow.id.desc())).scalars()
             return [_run_record(r) for r in rows]
+
+
+from engine import connection_store as _connection_store  # noqa: E402,F401  its table is part of the schema

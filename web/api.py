@@ -82,7 +82,18 @@ def _created(parent: int, new_ids: list[int]) -> Any:
 
 @bp.get("/flows")
 def list_flows() -> Any:
-    return jsonify(context.flows_context())
+    return jsonify(with_connections(context.flows_context()))
+
+
+def with_connections(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The flows page and its API list connections too: type, token status, flows using them; never values."""
+    from engine.connections.overview import overview
+
+    svc = service()
+    runtime = svc.options.connections
+    ctx["connections"] = overview(svc.catalog.connections, svc.catalog.flows(),
+                                  runtime.statuses() if runtime is not None else {}, svc.env)
+    return ctx
 
 
 @bp.get("/flows/<flow_id>")

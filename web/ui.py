@@ -39,12 +39,12 @@ def _page(template: str, ctx: dict[str, Any]) -> Any:
 @bp.get("/")
 @bp.get("/flows")
 def flows() -> Any:
-    return _page("flows/list.html", context.flows_context())
+    return _page("flows/list.html", api.with_connections(context.flows_context()))
 
 
 @bp.get("/flows.json")
 def flows_json() -> Any:
-    return jsonify(context.flows_context())
+    return jsonify(api.with_connections(context.flows_context()))
 
 
 @bp.get("/flows/<flow_id>.json")

@@ -20,15 +20,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from engine.connections import Outbound
 from engine.errors import HttpStepError, StepError
 from engine.outbound import LinkLocalRefused, link_local_refusal, literal
 from engine.steps import Field, Outcome, RetryPolicy, StepContext, StepType, register
-from engine.templating import EnvText, Expr, Jinja, Literal, Mapping_, Placeholder, RenderContext
+from engine.templating import EnvText, Expr, Jinja, JsonPath, List_, Literal, Mapping_, Placeholder, RenderContext
+
+if TYPE_CHECKING:
+    from engine.connections.runtime import Prepared
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -72,6 +76,10 @@ FIELDS = (
           fields=LIMIT_FIELDS, example="{rate: 10/s, concurrency: 5}"),
     Field("allow_hosts", "hosts", "Hosts allowed when the URL's host comes from a template (wildcards allowed).",
           example="['*.myshopify.com']"),
+    Field("connection", "str", "A connection from connections.yaml that authenticates or signs this request.",
+          example="crm"),
+    Field("redact", "template", "JSONPaths into the response body whose values are secrets: never recorded.",
+          example="[$.access_token]"),
 )
 
 
@@ -89,6 +97,8 @@ class HttpConfig:
     success: tuple[tuple[int, int], ...]
     allow_hosts: tuple[str, ...]
     limits: dict[str, Any]
+    connection: str | None = None
+    redact: tuple[JsonPath, ...] = ()
 
 
 def parse_statuses(value: Any) -> tuple[tuple[int, int], ...]:
@@ -139,7 +149,17 @@ def build(parsed: dict[str, Any]) -> HttpConfig:
         success=parsed.get("success") or ((200, 299),),
         allow_hosts=tuple(parsed.get("allow_hosts") or ()),
         limits={k: v for k, v in (parsed.get("limits") or {}).items() if v is not None},
+        connection=parsed.get("connection"),
+        redact=_redact_paths(parsed.get("redact")),
     )
+
+
+def _redact_paths(expr: Expr | None) -> tuple[JsonPath, ...]:
+    """``redact: [$.access_token]`` compiles (as a template value) to JSONPaths; anything else is refused."""
+    items = expr.items if isinstance(expr, List_) else () if expr is None else (expr,)
+    if not all(isinstance(i, JsonPath) or (isinstance(i, Literal) and i.value is None) for i in items):
+        raise ValueError("redact: list JSONPaths into the response body, e.g. [$.access_token]")
+    return tuple(i for i in items if isinstance(i, JsonPath))
 
 
 def _static_prefix(expr: Expr, ctx: StepContext) -> str | None:
@@ -362,6 +382,9 @@ def execute(ctx: StepContext) -> Outcome:
         content = _stringify(cfg.body.render(r)).encode()
     headers = _check_headers(headers)
     check_url(url, cfg, ctx)
+    prepared = _connect(ctx, cfg, url, headers, params, content)
+    if prepared is not None:
+        headers = prepared.request.headers
     timeout = cfg.timeout if cfg.timeout is not None else ctx.options.default_timeout
     limit = ctx.options.max_recorded_body
     full_url = str(httpx.URL(url, params=params)) if params else url
@@ -372,6 +395,8 @@ def execute(ctx: StepContext) -> Outcome:
         "body": _clip(content.decode("utf-8", "replace"), limit) if content else None,
         "timeout": timeout,
     }
+    if cfg.connection is not None:
+        request_record["connection"] = cfg.connection
     step_input = {"method": cfg.method, "url": full_url, "body": request_record["body"]}
 
     if ctx.has_stub:
@@ -382,9 +407,9 @@ def execute(ctx: StepContext) -> Outcome:
     else:
         if ctx.http is None:
             raise StepError("no HTTP client available for this run")
+        send = ctx.http.request if prepared is None else prepared.sender(ctx.http)
         try:
-            response = ctx.http.request(cfg.method, url, params=params or None, headers=headers, content=content,
-                                        timeout=timeout)
+            response = send(cfg.method, url, params=params or None, headers=headers, content=content, timeout=timeout)
         except httpx.TimeoutException as exc:
             err = HttpStepError(f"timed out after {timeout:g}s ({type(exc).__name__})", retryable=True, timeout=True)
             err.request = request_record
@@ -403,6 +428,7 @@ def execute(ctx: StepContext) -> Outcome:
         body_json: Any = response.json() if text else None
     except ValueError:
         body_json = None
+    _redact_response(ctx, cfg, body_json)
     elapsed = response.elapsed.total_seconds() * 1000 if _has_elapsed(response) else None
     response_record = {
         "status": response.status_code,
@@ -429,6 +455,35 @@ def execute(ctx: StepContext) -> Outcome:
                      "json": body_json, "text": _clip(text, limit)}
     }
     return Outcome(output=output, input=step_input, request=request_record, response=response_record)
+
+
+def _connect(ctx: StepContext, cfg: HttpConfig, url: str, headers: dict[str, str], params: dict[str, str],
+             content: bytes | None) -> Prepared | None:
+    """Apply the step's connection (credentials or a signature of ``content``, the exact bytes sent).
+
+    Not for dry runs and stubbed responses: nothing is sent, so no token is fetched. Every value the
+    connection adds is registered in ``ctx.render.secrets``, so records show ``${connection:<name>}``.
+    """
+    if cfg.connection is None or ctx.dry_run or ctx.has_stub:
+        return None
+    if ctx.options.connections is None:
+        raise StepError(f"connection {cfg.connection}: connections are not available in this process")
+    request = Outbound(cfg.method, url, headers, params, content or b"", ctx.idempotency_key)
+    prepared = ctx.options.connections.prepare(cfg.connection, request, ctx.render, ctx.http)
+    request.headers = _check_headers(request.headers)
+    return prepared
+
+
+def _redact_response(ctx: StepContext, cfg: HttpConfig, body: Any) -> None:
+    """Values at the step's ``redact:`` JSONPaths become secrets of the run: recorded as ``${<step>:<path>}``."""
+    for path in cfg.redact:
+        try:
+            matches = path.compiled.find(body) if body is not None else []
+        except Exception:  # noqa: BLE001 - jsonpath-ng raises anything on odd data; nothing matched
+            matches = []
+        for i, match in enumerate(matches):
+            if isinstance(match.value, str) and match.value:
+                ctx.render.secrets[f"{ctx.step.id}:{path.path}" + (f"[{i}]" if i else "")] = match.value
 
 
 def _has_elapsed(response: httpx.Response) -> bool:
