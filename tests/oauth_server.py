@@ -46,7 +46,8 @@ class AuthServer:
     api_requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)  # path, token, ...
     issued: list[str] = field(default_factory=list)
     valid: set[str] = field(default_factory=set)
-    refresh_tokens: set[str] = field(default_factory=set)
+    refresh_tokens: set[str] = field(default_factory=set)  # the ones that work now
+    issued_refresh: list[str] = field(default_factory=list)  # every one ever issued
     api_script: dict[str, int] = field(default_factory=dict)  # path -> status to answer regardless of token
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,6 +60,7 @@ class AuthServer:
         token = f"rt-{secrets.token_urlsafe(12)}"
         with self.lock:
             self.refresh_tokens.add(token)
+            self.issued_refresh.append(token)
         return token
 
     def revoke_all(self) -> None:

@@ -243,3 +243,99 @@ def test_query_string_verification_token_never_reaches_the_logs(make_stack: Any,
 def test_secrets_are_redacted_in_their_encoded_forms_too(make_stack: Any, target: Target) -> None:
     places = _odd_places(make_stack, target)
     assert _leaks(places, {k: ODD[k] for k in ("B64_KEY", "QUOTED_TOKEN")}, encoded=True) == []
+
+
+# --- connections (issue 14): tokens, refresh tokens, keys, credentials and signatures --------------------------
+
+CONNECTIONS_YAML = """
+connections:
+  crm:
+    type: oauth2_client_credentials
+    token_url: ${CRM_TOKEN_URL}
+    client_id: ${CRM_CLIENT_ID}
+    client_secret: ${CRM_CLIENT_SECRET}
+    scopes: [contacts.write]
+  hub:
+    type: oauth2_refresh_token
+    token_url: ${CRM_TOKEN_URL}
+    client_id: ${CRM_CLIENT_ID}
+    client_secret: ${CRM_CLIENT_SECRET}
+    refresh_token: ${HUB_REFRESH_TOKEN}
+    auth_style: body
+  ledger:
+    type: api_key
+    query: api_key
+    key: ${LEDGER_API_KEY}
+  billing:
+    type: basic
+    username: hookline
+    password: ${BILLING_PASSWORD}
+  partner:
+    type: standard-webhooks
+    secret: ${PARTNER_SIGNING_SECRET}
+"""
+
+CONNECTED_FLOW = """
+id: connected
+steps:
+  - id: crm
+    http: {url: AUTH/api/contacts, connection: crm, json: {ref: $.id}, timeout: 2s}
+  - id: hub
+    http: {url: AUTH/api/deals, connection: hub, json: {ref: $.id}, timeout: 2s}
+  - id: ledger
+    http: {url: TARGET/ledger, connection: ledger, query: {ref: $.id}, timeout: 2s}
+  - id: billing
+    http: {url: TARGET/billing, connection: billing, json: {ref: $.id}, timeout: 2s}
+  - id: partner
+    http: {url: TARGET/partner, connection: partner, json: {ref: $.id}, timeout: 2s}
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_connection_secret_in_database_logs_pages_or_api(backend: str, make_stack: Any, target: Target) -> None:
+    """Two runs through five connections, the second after the provider revoked every access token (401,
+    refresh, a rotated refresh token); then every place is searched for every value in every encoding."""
+    import base64
+
+    from tests.oauth_server import CLIENT_ID, leaks, start_auth_server
+
+    auth = start_auth_server()
+    try:
+        auth.rotate = True
+        env = {"CRM_TOKEN_URL": f"{auth.url}/token", "CRM_CLIENT_ID": CLIENT_ID, "CRM_CLIENT_SECRET": auth.client_secret,
+               "HUB_REFRESH_TOKEN": auth.issue_refresh_token(), "LEDGER_API_KEY": "k3y+" + secrets.token_hex(8) + "/=",
+               "BILLING_PASSWORD": _secret("BILLING_PASSWORD"),
+               "PARTNER_SIGNING_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()}
+        target.script["/ledger"] = [(200, {"echo": env["LEDGER_API_KEY"]})]
+        flow = CONNECTED_FLOW.replace("AUTH", auth.url).replace("TARGET", target.url)
+        stack = make_stack(backend, {"connected": flow, "connections": CONNECTIONS_YAML}, env=env)
+        stack.start_web(workers=1)
+        stack.start_worker("worker", threads=2)
+        run_ids = []
+        for ref in ("c1", "c2"):
+            answer = httpx.post(f"{stack.url}/hooks/connected", json={"id": ref}, timeout=10)
+            assert answer.status_code == 202, answer.text
+            run_ids.append(answer.json()["run_id"])
+            statuses = wait_all_terminal(stack.store, run_ids, timeout=30, what=stack.logs())
+            assert [statuses[i] for i in run_ids] == ["succeeded"] * len(run_ids), stack.logs()
+            auth.revoke_all()  # the second run meets 401s and refreshes both tokens
+        # the values were really sent: their absence from storage is redaction
+        assert len(auth.issued) == 4 and len(auth.issued_refresh) == 3
+        assert {r.refresh_token for r in auth.token_requests if r.refresh_token} == set(auth.issued_refresh[:2])
+        seen = target.requests()
+        assert any(env["LEDGER_API_KEY"] in httpx.URL(s.path).params.get("api_key", "") for s in seen)
+        signatures = [s.headers["webhook-signature"].removeprefix("v1,") for s in seen if s.path == "/partner"]
+        basics = [s.headers["authorization"].removeprefix("Basic ") for s in seen if s.path == "/billing"]
+        assert len(signatures) == 2 and basics
+        places = _places(stack, run_ids, ["connected"])
+        assert any(k.startswith("db connection_tokens") for k in places)
+        assert "oauth2_refresh_token" in places["GET /flows"]  # the flows page lists them
+        values = {"client secret": auth.client_secret, "ledger key": env["LEDGER_API_KEY"],
+                  "billing password": env["BILLING_PASSWORD"], "partner secret": env["PARTNER_SIGNING_SECRET"],
+                  "basic credentials": basics[0],
+                  **{f"access token {i}": t for i, t in enumerate(auth.issued)},
+                  **{f"refresh token {i}": t for i, t in enumerate(auth.issued_refresh)},
+                  **{f"signature {i}": s for i, s in enumerate(signatures)}}
+        assert leaks(places, values) == []
+    finally:
+        auth.stop()
