@@ -316,3 +316,54 @@ def test_token_endpoint_down_is_a_retryable_step_error(tmp_path: Path, http: htt
     with pytest.raises(ConnectionFailed) as info:
         prepare(runtime, "crm", env, http)
     assert str(info.value) == "connection crm: token endpoint unreachable (ConnectError)" and info.value.retryable
+
+
+def test_a_worker_that_dies_mid_refresh_loses_its_lease_and_another_refreshes(store: RunStore, auth: AuthServer,
+                                                                              http: httpx.Client) -> None:
+    from engine.connections.runtime import derive_key
+
+    clock = Clock()
+    cache = StoreTokenCache(store)
+    now = clock()
+    assert cache.lease("crm", derive_key(auth.client_secret, "crm"), "dead-worker", now, now + 15) is not None
+    assert cache.lease("crm", b"k" * 32, "other", now, now + 15) is None  # held: nobody else gets it
+
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:  # waiting moves the runtime's clock on, not the test's
+        waited.append(seconds)
+        clock.offset += seconds
+
+    runtime = ConnectionRuntime(load_connections(CONNECTIONS).get, cache, owner="w2", clock=clock, sleep=sleep)
+    prepare(runtime, "crm", env_for(auth), http)
+    assert len(auth.token_requests) == 1  # once the dead worker's lease ran out, and not before
+    refreshed_at = cache.statuses()["crm"].refreshed_at
+    assert refreshed_at is not None and refreshed_at >= now + 15 and sum(waited) < 16
+
+
+def test_runs_waiting_on_a_failed_refresh_fail_with_it_instead_of_asking_again(store: RunStore, auth: AuthServer,
+                                                                                http: httpx.Client) -> None:
+    import threading
+
+    from engine.connections import ConnectionFailed
+
+    auth.failures = [(503, {"error": "temporarily_unavailable"})] * 20
+    auth.delay = 0.5
+    runtime = ConnectionRuntime(load_connections(CONNECTIONS).get, StoreTokenCache(store), owner="w1")
+    barrier = threading.Barrier(10)
+    errors: list[str] = []
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            prepare(runtime, "crm", env_for(auth), http)
+        except ConnectionFailed as exc:
+            errors.append(f"{exc} retryable={exc.retryable}")
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == ["connection crm: token endpoint answered 503 temporarily_unavailable retryable=True"] * 10
+    assert len(auth.token_requests) == 1
