@@ -367,3 +367,16 @@ def test_runs_waiting_on_a_failed_refresh_fail_with_it_instead_of_asking_again(s
         t.join(timeout=30)
     assert errors == ["connection crm: token endpoint answered 503 temporarily_unavailable retryable=True"] * 10
     assert len(auth.token_requests) == 1
+
+
+def test_a_link_local_token_endpoint_is_refused_for_good(tmp_path: Path) -> None:
+    from engine.config import Settings
+    from engine.connections import ConnectionFailed
+    from engine.service import make_http_client
+
+    env = {"CRM_TOKEN_URL": "http://169.254.169.254/token", "CRM_CLIENT_ID": "c", "CRM_CLIENT_SECRET": "s"}
+    runtime = ConnectionRuntime(load_connections(CONNECTIONS).get)
+    with make_http_client(Settings()) as client, pytest.raises(ConnectionFailed) as info:
+        prepare(runtime, "crm", env, client)
+    assert str(info.value).startswith("connection crm: token endpoint refused: ") and not info.value.retryable
+    assert "link-local" in str(info.value)

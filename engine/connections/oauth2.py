@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from engine.connections import ConnectionFailed, ConnectionType, Option, Outbound, Use, register, set_header
+from engine.outbound import LinkLocalRefused
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # what an OAuth2 `error` may safely show (RFC 6749 5.2)
@@ -66,6 +67,8 @@ def request_token(http: httpx.Client, use: Use, *, grant_type: str, refresh_toke
         raise ConnectionFailed(f"{prefix} timed out after {timeout:g}s", retryable=True) from None
     except httpx.InvalidURL:
         raise ConnectionFailed(f"{prefix}: token_url is not a valid URL") from None
+    except LinkLocalRefused as exc:  # the deployment's client never connects to link-local addresses
+        raise ConnectionFailed(f"{prefix} refused: {exc}") from None
     except httpx.HTTPError as exc:
         raise ConnectionFailed(f"{prefix} unreachable ({type(exc).__name__})", retryable=True) from None
     body = _json(response)
