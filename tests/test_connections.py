@@ -322,4 +322,15 @@ def test_the_flows_page_lists_connections_without_their_values(make_service: Any
                                           "CRM_CLIENT_SECRET is not set and has no default"]
     page = client.get("/flows").get_data(as_text=True)
     assert "Connections" in page and "standard-webhooks" in page and "oauth2_client_credentials" in page
+
+    # a failed refresh shows with its message (no value: the message names the status and the OAuth2 code)
+    from engine.connection_store import StoreTokenCache
+
+    cache, now = StoreTokenCache(svc.store), time.time()
+    assert cache.lease("crm", b"k" * 32, "w", now, now + 15) is not None
+    cache.fail("crm", "w", "connection crm: token endpoint answered 401 invalid_client", False, now)
+    crm = {c["name"]: c for c in client.get("/flows.json").get_json()["connections"]}["crm"]
+    assert crm["token"]["last_error"] == "connection crm: token endpoint answered 401 invalid_client"
+    page = client.get("/flows").get_data(as_text=True)
+    assert "Last refresh failed" in page and "answered 401 invalid_client" in page
     assert leaks({"page": page, "json": json.dumps(data)}, {"secret": WHSEC, "key": ENV["LEDGER_API_KEY"]}) == []
