@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import TemplateError
+from engine import Event, RunStatus, load_flow, run_flow
+from engine.errors import FlowInvalid, TemplateError
 from engine.jinjaenv import MAX_OUTPUT
 from engine.templating import RenderContext, Where, compile_value
 
@@ -154,3 +155,22 @@ def test_ordinary_templates_stay_within_the_bounds(source: str) -> None:
 def test_output_just_under_the_cap_renders() -> None:
     expr = compile_value("{% for i in range(9) %}{{ event.s }}{% endfor %}", W)
     assert len(expr.render(RenderContext({"event": EVENT}))) == 9 * len(BIG) < MAX_OUTPUT
+
+
+def test_a_bomb_in_a_flow_file_is_a_located_load_error() -> None:
+    """The web process reloads flow files: Jinja's constant folding must not allocate while loading."""
+    text = "id: f\nsteps:\n  - id: a\n    transform:\n      x: \"{{ [1] | batch(300000000, 0) | list }}\"\n"
+    with pytest.raises(FlowInvalid) as info:
+        load_flow(text, "flows/f.yaml")
+    [error] = info.value.errors
+    assert str(error).startswith("flows/f.yaml:5: steps[0].transform.x: template does not compile: the batch filter")
+
+
+def test_a_bomb_at_run_time_fails_the_step_without_a_retry() -> None:
+    text = ("id: f\nsteps:\n  - id: a\n    transform:\n"
+            "      x: \"{% for a in event.s %}{% for b in event.s %}{% endfor %}{% endfor %}\"\n")
+    result = run_flow(load_flow(text, "flows/f.yaml"), Event(body={"s": BIG}))
+    assert result.status is RunStatus.FAILED and result.next_attempt_at is None
+    [step] = result.steps
+    assert step.error_type == "TemplateError"
+    assert step.error_message == "flows/f.yaml:5: steps[0].transform.x: template took longer than 1s (render deadline)"
