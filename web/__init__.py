@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Flask
+from flask import Flask, Response, current_app, request
 from werkzeug.routing import IntegerConverter
 
 from engine.config import Settings
@@ -56,4 +56,17 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     auth.init_app(app)  # login, CSRF, security headers; Secure session cookie over HTTPS
     ui.init_app(app)  # pages, their .json twins and /api
     register_error_handlers(app)
+    app.after_request(_allow_header)
     return app
+
+
+def _allow_header(response: Response) -> Response:
+    """Every 405 names the methods the path does take (RFC 9110 15.5.6), whoever raised it."""
+    if response.status_code == 405 and "Allow" not in response.headers:
+        try:
+            methods = current_app.url_map.bind_to_environ(request.environ).allowed_methods(request.path)
+        except Exception:  # noqa: BLE001 - no header rather than a failed error response
+            methods = []
+        if methods:
+            response.headers["Allow"] = ", ".join(sorted(methods))
+    return response

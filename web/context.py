@@ -60,7 +60,10 @@ def parse_time(name: str, raw: Any, now: float) -> float | None:
     if not text:
         return None
     if match := _AGO.fullmatch(text.lower()):
-        return now - float(match.group(1)) * _UNITS[match.group(2)]
+        ago = now - float(match.group(1)) * _UNITS[match.group(2)]
+        if ago < 0:  # before 1970: no timestamp to show it as (it was a 500 in the filter echo)
+            raise ApiError(400, f"{name}: {text[:60]!r} reaches back before 1970")
+        return ago
     try:
         value = float(text)
     except ValueError:
@@ -70,7 +73,7 @@ def parse_time(name: str, raw: Any, now: float) -> float | None:
             raise ApiError(400, f"{name}: expected ISO-8601 (2024-05-01T10:00:00Z), epoch seconds or an age "
                                 f"like 6h, got {text[:60]!r}") from None
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value) or value < 0 or value > 253402300799:  # up to 9999-12-31, what ISO can show
         raise ApiError(400, f"{name}: epoch seconds must be a non-negative number, got {text[:60]!r}")
     return value
 

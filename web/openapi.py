@@ -38,9 +38,11 @@ FLOW_ID = {"type": "string", "minLength": 1}
 ERROR = _json(_ref("Error"), "Error: one line saying what is wrong")
 RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0,
                                                                        "maximum": 2**63 - 1}}
-TIME = {"type": "string", "description": "ISO-8601 (naive means UTC), epoch seconds, or an age such as 6h"}
+TIME = {"type": "string", "description": "ISO-8601 (naive means UTC), epoch seconds, or an age such as 6h",
+        "pattern": r"^\s*(\d{1,9}(\.\d{1,6})?\s*[smhdwSMHDW]?|(19|20)\d\d-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])"
+                   r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?)?\s*$"}
 FILTER_PARAMS: list[dict[str, Any]] = [
-    {"name": "flow", "in": "query", "schema": FLOW_ID, "description": "Flow id"},
+    {"name": "flow", "in": "query", "schema": {"type": "string"}, "description": "Flow id (empty: any flow)"},
     {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
     {"name": "since", "in": "query", "schema": TIME, "description": "Received at or after"},
     {"name": "until", "in": "query", "schema": TIME, "description": "Received before"},
@@ -51,11 +53,12 @@ FILTER_BODY = {
     "type": "object",
     "description": "At least one of flow, status, since, until and q (an empty filter would replay everything).",
     "properties": {
-        "flow": FLOW_ID, "status": {"type": "string", "enum": list(STATUSES)}, "since": TIME,
-        "until": TIME, "q": {"type": "string", "minLength": 1},
-        "version": {"type": "string", "enum": ["current", "original"], "default": "current"},
+        "flow": {"type": "string"}, "status": {"type": "string", "enum": list(STATUSES)}, "since": TIME,
+        "until": TIME, "q": {"type": "string"},
+        "version": {"type": "string", "enum": ["current", "original", None], "default": "current", "nullable": True},
     },
-    "anyOf": [{"required": [k]} for k in ("flow", "status", "since", "until", "q")],
+    # an empty string is no filter: at least one of them must be given and not empty
+    "anyOf": [{"required": [k], "properties": {k: {"minLength": 1}}} for k in ("flow", "status", "since", "until", "q")],
 }
 FILTER = obj({"flow": _n("string"), "status": _n("string"), "since": _n("string"), "until": _n("string"),
               "q": _n("string"), "query": {"type": "object", "description": "The filter as typed"}})
@@ -112,7 +115,8 @@ def spec() -> dict[str, Any]:
                      "description": "Runs newer than this id"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500,
                                                                 "default": 50}},
-                    {"name": "ids", "in": "query", "schema": {"type": "string"},
+                    {"name": "ids", "in": "query", "schema": {"type": "string",
+                                                              "pattern": r"^(\d{1,18}(,\d{1,18}){0,199})?$"},
                      "description": "Comma-separated run ids (at most 200); other parameters are ignored. "
                                     "The answer then has `runs` only"},
                 ],
@@ -202,8 +206,8 @@ def spec() -> dict[str, Any]:
                                   "size": INT, "body": STR, "body_truncated": BOOL, "body_json": ANY},
                                  description="The inbound request: method, query, headers (redacted), body"),
                     "steps": {"type": "array", "items": _ref("Step")},
-                    "tree": {"type": "array", "items": {"type": "object"},
-                             "description": "The steps as the flow nests them (containers with their children)"},
+                    "tree": {"type": "object", "description": "The steps as the flow nests them (`steps`, "
+                                                              "`on_failure`: containers with their children)"},
                     "parent": _n("object", properties={"id": INT, "url": STR}),
                     "children": {"type": "array", "items": _ref("Run")},
                     "actions": obj({k: _n("string") for k in ("replay", "replay_original", "retry", "dry_run",
