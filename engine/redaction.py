@@ -18,11 +18,14 @@ import base64
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
+
+from engine import envrefs
+from engine.model import Flow
 
 _Encoder = Callable[[str], list[str]]
 
@@ -85,9 +88,27 @@ def _walk(value: Any, fn: Callable[[str], str]) -> Any:
     return value
 
 
-def redact(value: Any, secrets: Mapping[str, str]) -> Any:
-    """Replace every form of every secret value with ``${NAME}`` inside strings, lists and mappings (I9)."""
-    forms = _forms(tuple(secrets.items()))
+SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASS", "PWD", "AUTH", "CREDENTIAL", "PRIVATE", "SIGN", "SESSION",
+                "COOKIE", "CERT", "SALT", "DSN", "BEARER", "HMAC", "WHSEC", "WEBHOOK", "HOOK")
+"""A ``${VAR}`` whose name contains one of these (any case) is a secret; other plain names are shown.
+Incoming-webhook URLs (Slack's hooks.slack.com/services/...) carry their credential in the path."""
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# credentials inside a value: userinfo in a URL, or a query parameter named like a secret
+_EMBEDDED = re.compile(r"://[^/?#\s]*@|[?&][^=&#]*(?:token|key|secret|sig|auth|pass)[^=&#]*=", re.I)
+
+
+def public_names(secrets: Mapping[str, str], masked: Collection[str] = ()) -> frozenset[str]:
+    """Names in ``secrets`` whose values records may show: plain environment variable names with no secret
+    word (CRM_URL, REGION) and values without embedded credentials, minus ``masked`` (verification
+    secrets). Connection and response secrets (``connection:crm``, ``step:$.token``) are never public."""
+    return frozenset(n for n, v in secrets.items() if _PLAIN.fullmatch(n) and n not in masked
+                     and not any(w in n.upper() for w in SECRET_WORDS) and not _EMBEDDED.search(v))
+
+
+def redact(value: Any, secrets: Mapping[str, str], public: Collection[str] = ()) -> Any:
+    """Replace every form of every secret value with ``${NAME}`` inside strings, lists and mappings (I9);
+    values of ``public`` names (see :func:`public_names`) stay, so a URL shows its host."""
+    forms = _forms(tuple((n, v) for n, v in secrets.items() if n not in public))
     if not forms:
         return value
 
@@ -159,3 +180,12 @@ def cap(value: Any, limit: int) -> Any:
         return value
     return {"_truncated": True, "bytes": len(text), "limit": limit,
             "preview": text[: max(0, limit - 200)] + f"… [{len(text) - limit + 200} more bytes not stored]"}
+
+
+def verify_names(flow: Flow) -> frozenset[str]:
+    """The ``${VAR}`` names a flow's trigger verifies with: masked whatever they are called."""
+    verify = flow.trigger.verify
+    texts = [flow.trigger.verify_token or ""]
+    if verify is not None:
+        texts += [*verify.secrets, *(str(v) for v in verify.options.values())]
+    return frozenset(ref.name for text in texts for ref in envrefs.refs(text))

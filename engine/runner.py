@@ -33,7 +33,7 @@ import httpx
 from engine.destinations import Verdict
 from engine.errors import EngineError, HttpStepError, StepError
 from engine.model import Event, Flow, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
-from engine.redaction import cap, redact, seal, unseal
+from engine.redaction import cap, public_names, redact, seal, unseal, verify_names
 from engine.steps import REGISTRY, RunOptions, StepContext, walk
 from engine.templating import Expr, RenderContext
 
@@ -130,6 +130,7 @@ class _Run:
         self.dry_run, self.stubs, self.options, self.gate = dry_run, stubs, options, gate
         self.base = template_context(event, run, {})
         self.secrets: dict[str, str] = {}
+        self.masked = verify_names(flow)
         self.results: list[StepResult] = []
         self.lock = threading.RLock()
         # a run with no id (the CLI, fixtures) keys its calls by the flow and event objects: the same across
@@ -317,8 +318,9 @@ class _Run:
 
     def record(self, result: StepResult, ctx: RenderContext) -> None:
         """The audit copy is redacted and capped; ``state`` stays whole (secrets sealed, never shown)."""
+        public = public_names(self.secrets, self.masked)  # URLs show their hosts; secrets stay masked
         for name in ("input", "output", "request", "response", "error_message"):
-            setattr(result, name, redact(getattr(result, name), self.secrets))
+            setattr(result, name, redact(getattr(result, name), self.secrets, public))
         result.input = cap(result.input, self.options.max_recorded_body)
         result.output = cap(result.output, self.options.max_recorded_body)
         with self.lock:

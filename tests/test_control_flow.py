@@ -198,15 +198,15 @@ def test_on_error_continue_keeps_the_error_and_the_run_goes_on(make_service: Any
 
 def test_a_resumed_run_computes_what_the_first_attempt_computed(make_service: Any, db_url: str,
                                                                  target: Target) -> None:
-    """The reproduction: a transform holding ${CRM_URL} and a value over the stored-size cap, then a call that
-    gets one 503. Attempt 2 must send the real URL and the whole value, never `${CRM_URL}` or a truncation marker."""
+    """The reproduction: a transform holding ${CRM_SECRET_URL} and a value over the stored-size cap, then a call that
+    gets one 503. Attempt 2 must send the real URL and the whole value, never `${CRM_SECRET_URL}` or a truncation marker."""
     target.script["/big"] = [(200, {"blob": "x" * 5000})]
     target.script["/contacts"] = [(503, {}), (201, {"id": "c1"})]
-    steps = [{"id": "cfg", "transform": {"base": "${CRM_URL}"}},
-             {"id": "big", "http": {"url": "${CRM_URL}/big", "json": {}}},
+    steps = [{"id": "cfg", "transform": {"base": "${CRM_SECRET_URL}"}},
+             {"id": "big", "http": {"url": "${CRM_SECRET_URL}/big", "json": {}}},
              {"id": "create", "http": {"url": "{{ steps.cfg.base }}/contacts", "allow_hosts": ["127.0.0.1"],
                                        "json": {"blob": "{{ steps.big.response.json.blob }}"}, "retry": FAST_RETRY}}]
-    svc, queue = make_service({"cf": flow(steps)}, db_url, env={"CRM_URL": target.url}, max_stored_body=1000)
+    svc, queue = make_service({"cf": flow(steps)}, db_url, env={"CRM_SECRET_URL": target.url}, max_stored_body=1000)
     run_id = accept(svc, {"id": "o1"}, "cf").run_id
     drain(svc, queue)
     creates = target.requests("/contacts")
@@ -215,7 +215,7 @@ def test_a_resumed_run_computes_what_the_first_attempt_computed(make_service: An
     detail = svc.store.get_run(run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
     recorded = json.dumps([s.output for s in detail.steps])
-    assert target.url not in recorded and "${CRM_URL}" in recorded and "_truncated" in recorded
+    assert target.url not in recorded and "${CRM_SECRET_URL}" in recorded and "_truncated" in recorded
 
 
 def test_resume_state_holds_no_secret(make_service: Any, db_url: str, target: Target) -> None:

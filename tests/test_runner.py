@@ -85,9 +85,9 @@ def test_missing_env_fails_the_step_naming_the_variable() -> None:
 
 def test_secrets_from_env_never_reach_the_record() -> None:
     client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"echo": r.url.path})))
-    flow = make_flow([http_step(url="https://api.test/${TENANT}/x", headers={"X-Key": "k-${API_KEY}"},
+    flow = make_flow([http_step(url="https://api.test/${TENANT_TOKEN}/x", headers={"X-Key": "k-${API_KEY}"},
                                 json={"k": "${API_KEY}"})])
-    result = run_flow(flow, make_event(), http=client, env={"API_KEY": "sk_live_123456", "TENANT": "acme-secret"})
+    result = run_flow(flow, make_event(), http=client, env={"API_KEY": "sk_live_123456", "TENANT_TOKEN": "acme-secret"})
     dump = json.dumps([vars(s) for s in result.steps], default=str)
     assert "sk_live_123456" not in dump and "acme-secret" not in dump
     assert "${API_KEY}" in dump

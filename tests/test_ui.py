@@ -342,3 +342,146 @@ def _soup(html: str) -> Any:
     from bs4 import BeautifulSoup
 
     return BeautifulSoup(html, "html.parser")
+
+
+# --- control flow on the run page -------------------------------------------------------------------
+
+SHOP_FLOW = """\
+id: shop
+trigger: {dedupe: $.id}
+steps:
+  - id: lines
+    foreach: $.line_items
+    key: "{{ item.sku }}"
+    steps:
+      - id: decrement
+        http: {url: "${TARGET_URL}/decrement", json: {sku: "{{ item.sku }}"},
+               retry: {max_attempts: 3, initial: 10ms, max_delay: 20ms}}
+  - id: route
+    switch:
+      cases:
+        - when: event.status == "paid"
+          steps:
+            - id: invoice
+              http: {url: "${TARGET_URL}/invoices", json: {amount: 1}, retry: {max_attempts: 1}}
+      default:
+        - id: unknown
+          fail: "unknown status {{ event.status }}"
+on_failure:
+  - id: alert
+    http: {url: "${TARGET_URL}/alerts", json: {step: "{{ error.step }}"}}
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path, httpserver: HTTPServer) -> Hookline:
+    from werkzeug import Request, Response
+
+    seen: dict[str, int] = {}
+
+    def decrement(request: Request) -> Response:
+        sku = request.get_json()["sku"]
+        seen[sku] = seen.get(sku, 0) + 1
+        if sku == "bad" or (sku == "flaky" and seen[sku] == 1):
+            return Response('{"error": "out of stock"}', status=409 if sku == "bad" else 503,
+                            content_type="application/json")
+        return Response('{"left": 3}', status=200, content_type="application/json")
+
+    httpserver.expect_request("/decrement", method="POST").respond_with_handler(decrement)
+    httpserver.expect_request("/alerts", method="POST").respond_with_json({"ok": True})
+    return make_hookline(tmp_path, serve_target(httpserver), flows={"shop": SHOP_FLOW})
+
+
+def run_shop(h: Hookline, skus: list[str], status: str = "paid") -> int:
+    """Accept and execute to the end, waiting out retries as a worker would."""
+    run_id = h.send({"id": f"o-{'-'.join(skus)}-{status}", "status": status,
+                     "line_items": [{"sku": s} for s in skus]}, flow="shop")
+    for _ in range(20):
+        run = h.store.get_run_record(run_id)
+        assert run is not None
+        if run.status.terminal:
+            break
+        time.sleep(max(0.0, (run.next_attempt_at or time.time()) - time.time()) + 0.01)
+        h.svc.execute_run(run_id)
+    return run_id
+
+
+def test_foreach_items_switch_case_and_folded_attempts(shop: Hookline) -> None:
+    run_id = run_shop(shop, ["a", "flaky", "b"])
+    data = shop.json(f"/runs/{run_id}.json")
+    assert data["run"]["status"] == "succeeded"
+    lines, route = data["tree"]["steps"]
+    assert lines["kind"] == "foreach" and lines["status"] == "succeeded" and lines["all_succeeded"]
+    assert [(i["key"], i["status"]) for i in lines["items"]] == [("a", "succeeded"), ("flaky", "succeeded"),
+                                                                  ("b", "succeeded")]
+    assert lines["item_counts"] == {"succeeded": 3} and lines["item_total"] == 3
+    flaky = lines["items"][1]["steps"][0]
+    assert flaky["path"] == "lines[flaky].decrement" and flaky["retries"] == 1
+    assert [(a["attempt"], a["status"]) for a in flaky["attempts"]] == [(1, "failed"), (2, "succeeded")]
+    assert flaky["attempts"][0]["response"]["status"] == 503 and flaky["final"]["attempt"] == 2
+    assert flaky["origin"]["path"] == "/decrement" and flaky["origin"]["scheme"] == "http"
+    assert route["kind"] == "switch" and route["case"] == "0" and route["case_when"] == 'event.status == "paid"'
+    assert [s["path"] for s in route["cases"][0]["steps"]] == ["route.0.invoice"]
+    assert data["tree"]["on_failure"] == []
+    assert len(data["steps"]) == 7  # the flat records stay: 4 decrement attempts, lines, invoice, route
+
+    soup = shop.html(f"/runs/{run_id}")
+    items = soup.select('li.step[data-path="lines"] li.item')
+    assert [i["data-key"] for i in items] == ["a", "flaky", "b"]
+    assert all(not i.select_one("details").has_attr("open") for i in items), "all succeeded: collapsed"
+    assert soup.select_one('li.step[data-path="lines"] > details').has_attr("open") is False
+    assert len(soup.select('li.step[data-path="lines[flaky].decrement"] ol.attempts > li')) == 2
+    assert soup.select('li.step[data-path="lines[flaky].decrement"]')[0].select_one(".attempts-tag").get_text() \
+        == "2 attempts"
+    assert "case 0" in soup.select_one('li.step[data-path="route"] .case').get_text()
+
+
+def test_a_failed_item_opens_and_on_failure_steps_are_shown(shop: Hookline) -> None:
+    run_id = run_shop(shop, ["a", "bad"])
+    data = shop.json(f"/runs/{run_id}.json")
+    assert data["run"]["status"] == "failed" and "lines[bad].decrement" in data["run"]["error"]
+    (lines,) = data["tree"]["steps"]
+    assert lines["status"] == "failed" and not lines["all_succeeded"]
+    assert lines["item_counts"] == {"succeeded": 1, "failed": 1}
+    assert [s["path"] for s in data["tree"]["on_failure"]] == ["on_failure.alert"]
+    assert data["tree"]["on_failure"][0]["status"] == "succeeded"
+    soup = shop.html(f"/runs/{run_id}")
+    assert soup.select_one('li.item[data-key="bad"] > details').has_attr("open")
+    assert not soup.select_one('li.item[data-key="a"] > details').has_attr("open")
+    assert soup.select_one("#on-failure") is not None
+    assert soup.select_one('ol.on-failure li.step[data-path="on_failure.alert"]') is not None
+
+
+def test_the_default_case_and_its_failure(shop: Hookline) -> None:
+    run_id = run_shop(shop, ["a"], status="weird")
+    data = shop.json(f"/runs/{run_id}.json")
+    route = data["tree"]["steps"][1]
+    assert route["case"] == "default" and route["status"] == "failed"
+    assert route["cases"][0]["steps"][0]["final"]["error"]["message"] == "unknown status weird"
+
+
+def test_call_urls_show_their_host_and_mask_secrets(h: Hookline, httpserver: HTTPServer) -> None:
+    run_id = h.send(order(1))
+    data = h.json(f"/runs/{run_id}.json")
+    crm = next(s for s in data["steps"] if s["step_id"] == "crm")
+    assert crm["request"]["url"] == httpserver.url_for("/contacts") + "?api_key=${CRM_SECRET}"
+    assert crm["request"]["headers"] and ["x-api-token", "${CRM_SECRET}"] in [[k.lower(), v] for k, v in
+                                                                           crm["request"]["headers"]]
+    node = next(n for n in data["tree"]["steps"] if n["path"] == "crm")
+    assert node["origin"] == {"method": "POST", "scheme": "http", "host": "localhost", "port": httpserver.port,
+                              "path": "/contacts", "origin": f"http://localhost:{httpserver.port}"}
+    page = h.client.get(f"/runs/{run_id}").get_data(as_text=True)
+    assert SECRET not in page and f"http://localhost:{httpserver.port}" in page
+
+
+def test_paths_split_into_containers_items_and_cases() -> None:
+    from web.run_view import split_path, step_tree
+
+    assert split_path("lines[sku.4].route.0.x") == ["lines[sku.4]", "route", "0", "x"]
+    views = [{"path": p, "status": "succeeded", "attempt": 1, "started_at": None, "request": None, "output": None,
+              "input": None} for p in ("a[k.1].route.default.x", "a[k.1].route", "a", "on_failure.b")]
+    tree = step_tree(views)
+    (a,) = tree["steps"]
+    assert a["items"][0]["key"] == "k.1" and a["items"][0]["steps"][0]["cases"][0]["label"] == "default"
+    assert a["items"][0]["steps"][0]["cases"][0]["steps"][0]["path"] == "a[k.1].route.default.x"
+    assert [n["path"] for n in tree["on_failure"]] == ["on_failure.b"]

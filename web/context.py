@@ -23,12 +23,13 @@ from flask import url_for
 from engine.catalog import BrokenFlow
 from engine.errors import FlowError
 from engine.model import TERMINAL, Flow, RunDetail, RunRecord, RunStatus, StepResult
-from engine.runner import redact
+from engine.redaction import public_names, redact, verify_names
 from engine.service import Service
 from engine.templating import Expr, env_refs
 from engine.verify import hint
 from web.errors import ApiError
 from web.hooks import service
+from web.run_view import step_tree
 
 DAY = 24 * 3600.0
 BULK_CAP = 10_000
@@ -246,6 +247,7 @@ def run_context(run_id: int) -> dict[str, Any]:
     current_version = current.version if isinstance(current, Flow) else None
     loaded = current_version is not None
     body = detail.event.body_text()
+    steps = [step_view(s, run) for s in detail.steps]
     clipped = len(body) > 256 * 1024
     ctx = {
         "run": run_summary(run) | {"order_key": run.order_key, "index": detail.index},
@@ -267,13 +269,25 @@ def run_context(run_id: int) -> dict[str, Any]:
             "body_truncated": clipped,
             "body_json": None if clipped else _maybe_json(body),
         },
-        "steps": [step_view(s, run) for s in detail.steps],
+        "steps": steps,
+        "tree": step_tree(steps, _ran_flow(svc, run, current)),
         "parent": ({"id": run.parent_run_id, "url": url_for("ui.run_detail", run_id=run.parent_run_id)}
                    if run.parent_run_id else None),
         "children": [run_summary(c) for c in detail.children],
         "actions": _actions(detail, loaded),
     }
     return ctx
+
+
+def _ran_flow(svc: Service, run: RunRecord, current: Flow | BrokenFlow | None) -> Flow | None:
+    """The flow version the run ran, for the text of switch conditions; None when it cannot be compiled."""
+    if isinstance(current, Flow) and current.version == run.flow_version:
+        return current
+    stored = svc.store.flow_source(run.flow_version)
+    try:
+        return svc.flow_version(run.flow_version, stored[1], stored[2]) if stored else None
+    except Exception:  # noqa: BLE001 - an old version that no longer compiles only loses the case texts
+        return None
 
 
 def _actions(detail: RunDetail, loaded: bool) -> dict[str, Any]:
@@ -405,10 +419,12 @@ def sandbox_context(name: str | None) -> dict[str, Any]:
     svc = service()
     if not svc.settings.sandbox:
         raise ApiError(404, "the sandbox receiver is off (HOOKLINE_SANDBOX=0)")
-    secrets = {n: svc.env[n] for f in svc.catalog.flows() for n in f.env_names if svc.env.get(n)}
+    flows = svc.catalog.flows()
+    secrets = {n: svc.env[n] for f in flows for n in f.env_names if svc.env.get(n)}
+    public = public_names(secrets, frozenset().union(*(verify_names(f) for f in flows)))
     items = []
     for row in svc.store.sandbox_list(name or None, limit=100):
-        row = redact(row, secrets)
+        row = redact(row, secrets, public)
         items.append(row | {"created_at": iso(row["created_at"]), "headers": _headers(row["headers"]),
                             "body_json": _maybe_json(row["body"])})
     return {"name": name or None, "requests": items,
