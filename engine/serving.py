@@ -13,6 +13,7 @@ bounds the sockets held at once (above it, new connections wait in the listen ba
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -84,6 +85,8 @@ class DeadlineServer(TcpWSGIServer):  # type: ignore[misc]
                  idle_timeout: float = IDLE_TIMEOUT_S, connection_limit: int = CONNECTION_LIMIT,
                  threads: int = THREADS, max_body: int = MAX_REQUEST_BODY) -> None:
         self.request_timeout = request_timeout
+        # "Task queue depth is N" for every request that waits for a thread: a backlog, not a fault
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         adj = Adjustments(
             host=host, port=port, threads=threads, connection_limit=connection_limit,
             channel_timeout=idle_timeout, cleanup_interval=max(0.5, min(request_timeout, idle_timeout) / 4),
