@@ -63,6 +63,7 @@ def wrk_post1k(url: str, duration: float, connections: int, script: Path | None 
         raise RuntimeError(f"wrk printed no RESULT line: {out.stdout[-500:]} {out.stderr[-500:]}")
     res: dict[str, Any] = {k: float(v) for k, v in (kv.split("=", 1) for kv in line.split()[1:])}
     res["acked"] = int(res["requests"] - res["non2xx"])
+    res["acked_rps"] = res["acked"] / res["secs"] if res["secs"] else 0.0  # wrk's rps counts 4xx/5xx too
     res["command"] = " ".join(args)
     return res
 
@@ -145,11 +146,14 @@ def hookline_done(backend: Backend) -> Callable[[], bool]:
 
 
 def measure(name: str, procs: list[Proc], url: str, mock_url: str, cfg: Any, backend: Backend | None,
-            on_load: Callable[[Sampler], None] | None = None) -> dict[str, Any]:
-    """One system under the peers' load: ack figures, completed runs/s at the mock, CPU and peak RSS of its processes."""
+            quiet_s: float = 1.0) -> dict[str, Any]:
+    """One system under the peers' load: ack figures, completed runs/s at the mock, CPU and peak RSS of its processes.
+
+    The drain ends when the store has no unfinished run (Hookline) and no call arrived for ``quiet_s``.
+    """
     wrk_post1k(url, min(2.0, cfg.peers_duration), cfg.peers_connections)  # warm-up (JIT, pools, caches)
-    if backend is not None:
-        drain(mock_url, time.time(), hookline_done(backend), timeout=cfg.peers_drain_timeout)
+    done = hookline_done(backend) if backend is not None else (lambda: True)
+    drain(mock_url, time.time(), done, timeout=cfg.peers_drain_timeout, quiet_s=quiet_s)
     mock_reset(mock_url)
     sampler = Sampler({p.name: p.pid for p in procs})
     sampler.start()
@@ -158,17 +162,15 @@ def measure(name: str, procs: list[Proc], url: str, mock_url: str, cfg: Any, bac
 
     noise = Noise()
     t0 = time.time()
-    if on_load is not None:
-        on_load(sampler)
     res = wrk_post1k(url, cfg.peers_duration, cfg.peers_connections)
     t_load = time.time() - t0
-    d = drain(mock_url, t0, hookline_done(backend) if backend else (lambda: True), timeout=cfg.peers_drain_timeout)
+    d = drain(mock_url, t0, done, timeout=cfg.peers_drain_timeout, quiet_s=quiet_s)
     sampler.stop()
     other = noise.end()["other_cores_busy"]
     cpu = sampler.cpu_s
     peaks = list(sampler.peak.values())
     out: dict[str, Any] = {
-        "system": name, "acked_rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
+        "system": name, "acked_rps": res["acked_rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
         "acked": res["acked"], "non2xx": int(res["non2xx"]), "sockerr": int(res["sockerr"]), "load_s": t_load,
         "completed": d["hits"], "drain_s": d["drain_s"], "drained": d["drained"],
         "runs_per_s": d["hits"] / d["drain_s"] if d["drain_s"] > 0 else None,
@@ -190,7 +192,7 @@ def run_peer(peer: str, cfg: Any, logdir: Path) -> dict[str, Any]:
     try:
         mock = start_mock(stack)
         proc, url = (start_node_red if peer == "node-red" else start_n8n)(stack, mock)
-        return measure(peer, [proc], url, mock, cfg, None)
+        return measure(peer, [proc], url, mock, cfg, None, quiet_s=1.0 if peer == "node-red" else 5.0)
     except PeerUnavailable as exc:
         log(f"  {peer}: {exc}")
         return {"system": peer, "error": str(exc)}
@@ -213,9 +215,9 @@ def run_serve_rate(cfg: Any, logdir: Path) -> dict[str, Any]:
         script = paced_script(logdir, cfg.peers_serve_rate, cfg.peers_connections)
         wrk_post1k(url, min(2.0, cfg.peers_duration), cfg.peers_connections, script)
         res = wrk_post1k(url, cfg.peers_duration, cfg.peers_connections, script)
-        log(f"  serve @{cfg.peers_serve_rate:.0f}/s offered: acked {res['rps']:.0f}/s  p50 {res['p50_ms']:.1f}  "
+        log(f"  serve @{cfg.peers_serve_rate:.0f}/s offered: acked {res['acked_rps']:.0f}/s  p50 {res['p50_ms']:.1f}  "
             f"p99 {res['p99_ms']:.1f} ms")
-        return {"offered_rps": cfg.peers_serve_rate, "connections": cfg.peers_connections, "acked_rps": res["rps"],
+        return {"offered_rps": cfg.peers_serve_rate, "connections": cfg.peers_connections, "acked_rps": res["acked_rps"],
                 "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "non2xx": int(res["non2xx"]), "wrk": res["command"]}
 
 
@@ -248,9 +250,9 @@ def run_ingest(system: str, kind: str, cfg: Any, logdir: Path) -> dict[str, Any]
         res = wrk_post1k(url, cfg.peers_duration, cfg.peers_connections)
         sampler.stop()
         cpu_ms = 1000 * sampler.cpu_s / max(1, res["acked"])
-        log(f"  {system:15} {kind:8} acked {res['rps']:7.0f}/s  p50 {res['p50_ms']:6.1f}  p99 {res['p99_ms']:6.1f} ms"
+        log(f"  {system:15} {kind:8} acked {res['acked_rps']:7.0f}/s  p50 {res['p50_ms']:6.1f}  p99 {res['p99_ms']:6.1f} ms"
             f"  non-2xx {int(res['non2xx'])}  CPU {cpu_ms:.2f} ms/request")
-        return {"system": system, "backend": kind, "acked_rps": res["rps"], "p50_ms": res["p50_ms"],
+        return {"system": system, "backend": kind, "acked_rps": res["acked_rps"], "p50_ms": res["p50_ms"],
                 "p99_ms": res["p99_ms"], "non2xx": int(res["non2xx"]), "cpu_ms_per_request": cpu_ms,
                 "wrk": res["command"]}
 

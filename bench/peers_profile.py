@@ -136,11 +136,11 @@ def main() -> None:
             s.wait(60)
     cpu = {n: sampler.cpu[pid] - sampler.cpu0[pid] for n, (_, pid) in roles.items() if pid in sampler.cpu}
     report = {"setup": args.setup, "seconds": args.seconds, "accepted": res["acked"], "completed": completed,
-              "acked_rps": res["rps"], "cpu_s": cpu, "layers": {}}
+              "acked_rps": res["acked_rps"], "cpu_s": cpu, "layers": {}}
     groups = {"web": [n for n, (r, _) in roles.items() if r == "web"],
               "worker": [n for n, (r, _) in roles.items() if r == "worker"],
               "serve": [n for n, (r, _) in roles.items() if r == "serve"]}
-    lines = [f"{args.setup}: {res['acked']} webhooks accepted ({res['rps']:.0f}/s), {completed} runs completed in "
+    lines = [f"{args.setup}: {res['acked']} webhooks accepted ({res['acked_rps']:.0f}/s), {completed} runs completed in "
              f"{args.seconds:.0f} s; CPU s {json.dumps({k: round(v, 2) for k, v in cpu.items()})}"]
     for group, names in groups.items():
         files = [out / f"{n}.txt" for n in names if (out / f"{n}.txt").exists()]

@@ -128,9 +128,34 @@ def start_n8n(stack: Stack, mock_url: str) -> tuple[Proc, str]:
         out = subprocess.run([n8n, *args], env=env, capture_output=True, text=True, timeout=300)
         if out.returncode:
             raise PeerUnavailable(f"n8n {args[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
+    env["N8N_RUNNERS_BROKER_PORT"] = str(free_port())  # its default (5679) would clash with another n8n
     proc = stack.add(spawn("n8n", [n8n, "start"], {k: v for k, v in env.items() if k.startswith("N8N_")}, stack.logdir))
     wait_http(f"http://127.0.0.1:{port}/healthz", timeout=180, proc=proc)
-    return proc, f"http://127.0.0.1:{port}/webhook/bench-ack"
+    url = f"http://127.0.0.1:{port}/webhook/bench-ack"
+    _wait_webhook(url, proc, timeout=240)  # n8n activates workflows well after /healthz answers
+    return proc, url
+
+
+def _wait_webhook(url: str, proc: Proc, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise PeerUnavailable(f"n8n exited ({proc.popen.returncode}): {proc.tail(300)}")
+        req = urllib.request.Request(url, data=b'{"id":"warm","amount":150,"customer":{"email":"a@b.c"}}',
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise PeerUnavailable(f"n8n webhook answers {exc.code}") from exc
+        except OSError:
+            pass
+        time.sleep(1)
+    raise PeerUnavailable(f"n8n did not register its webhook within {timeout:.0f}s")
 
 
 def noop_app() -> object:
