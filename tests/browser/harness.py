@@ -76,6 +76,34 @@ steps:
       retry: {max_attempts: 1}
 """
 
+LINES_ID = "order_lines"
+LINES_FLOW = """\
+# One stock call per line item (the sandbox answers each item's `status`), then a route by channel.
+id: order_lines
+steps:
+  - id: lines
+    foreach: $.items
+    key: "{{ item.sku }}"
+    steps:
+      - id: reserve
+        http:
+          url: ${CRM_URL}/stock?sandbox_status={{ item.status | default(200) }}
+          headers:
+            Authorization: Bearer ${CRM_TOKEN}
+          json: {sku: "{{ item.sku }}"}
+          retry: {max_attempts: 1}
+  - id: route
+    switch:
+      cases:
+        - when: event.channel == "web"
+          steps:
+            - id: confirm
+              http: {url: "${CRM_URL}/confirm", json: {order: "{{ event.id }}"}}
+      default:
+        - id: unknown_channel
+          fail: "unknown channel {{ event.channel }}"
+"""
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -118,6 +146,12 @@ class Live:
         assert resp.status_code in (200, 202), resp.text
         return int(resp.json()["run_id"])
 
+    def send_unsigned(self, flow_id: str, event: dict[str, Any]) -> int:
+        """POST a webhook to a flow without verification; returns the run id."""
+        resp = httpx.post(f"{self.url}/hooks/{flow_id}", json=event)
+        assert resp.status_code in (200, 202), resp.text
+        return int(resp.json()["run_id"])
+
     def wait_done(self, run_id: int, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -133,6 +167,7 @@ def live_hookline(tmp: Path, *, password: str | None = PASSWORD) -> Iterator[Liv
     flows = tmp / "flows"
     flows.mkdir(parents=True, exist_ok=True)
     (flows / f"{FLOW_ID}.yaml").write_text(FLOW)
+    (flows / f"{LINES_ID}.yaml").write_text(LINES_FLOW)
     accounting = HTTPServer()
     accounting.expect_request("/ledger/invoices", method="POST").respond_with_handler(_accounting)
     accounting.start()

