@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.connections import ConnectionFailed
@@ -92,23 +93,24 @@ class StoreTokenCache:
         self._writer = store.engine.execution_options(hl_write=True)  # SQLite: BEGIN IMMEDIATE (engine.store)
 
     @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[Connection]:
+    def _tx(self, name: str, write: bool = True) -> Iterator[Connection]:
         """One transaction; a database failure is a retryable step error (the run is retried, not failed)."""
         try:
             with (self._writer if write else self.engine).begin() as conn:
                 yield conn
-        except DBAPIError as exc:
-            first = str(exc.orig).splitlines()[0][:200] if exc.orig is not None else type(exc).__name__
-            raise ConnectionFailed(f"connection token cache unavailable: {first}", retryable=True) from None
+        except (DBAPIError, PoolTimeout) as exc:
+            orig = getattr(exc, "orig", None)
+            first = str(orig).splitlines()[0][:200] if orig is not None else type(exc).__name__
+            raise ConnectionFailed(f"connection {name}: token cache unavailable: {first}", retryable=True) from None
 
     def get(self, name: str, key: bytes) -> CachedToken | None:
-        with self._tx(write=False) as c:
+        with self._tx(name, write=False) as c:
             row = c.execute(select(_table).where(_c.name == name)).first()
         return _cached(row, key) if row is not None else None
 
     def lease(self, name: str, key: bytes, owner: str, now: float, until: float) -> CachedToken | None:
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        with self._tx() as c:
+        with self._tx(name) as c:
             c.execute(insert(_table).values(name=name, fingerprint="", refresh_at=0.0, generation=0, lease_until=0.0,
                                             error_retryable=False, updated_at=now).on_conflict_do_nothing())
             # PostgreSQL: a second worker's UPDATE waits for the first one's commit, then re-checks the
@@ -125,23 +127,23 @@ class StoreTokenCache:
                   "seed": token.seed, "fingerprint": token.fingerprint, "refresh_at": token.refresh_at,
                   "expires_at": token.expires_at, "generation": _c.generation + 1, "refreshed_at": now,
                   "error": None, "error_at": None, "error_retryable": False, "updated_at": now}
-        with self._tx() as c:
+        with self._tx(name) as c:
             done = c.execute(update(_table).where(_c.name == name, _c.lease_owner == owner)
                              .values(**values, **_NO_LEASE))
             if done.rowcount != 1:  # the lease ran out mid-request: keep the newer token, leave the new lease alone
                 c.execute(update(_table).where(_c.name == name).values(**values))
 
     def fail(self, name: str, owner: str, message: str, retryable: bool, now: float) -> None:
-        with self._tx() as c:
+        with self._tx(name) as c:
             c.execute(update(_table).where(_c.name == name, _c.lease_owner == owner).values(
                 error=message[:1000], error_retryable=retryable, error_at=now, updated_at=now, **_NO_LEASE))
 
     def release(self, name: str, owner: str) -> None:
-        with self._tx() as c:
+        with self._tx(name) as c:
             c.execute(update(_table).where(_c.name == name, _c.lease_owner == owner).values(**_NO_LEASE))
 
     def statuses(self) -> dict[str, CachedToken]:
-        with self._tx(write=False) as c:
+        with self._tx("*", write=False) as c:
             rows = c.execute(select(_table).order_by(_c.name)).all()
         return {row.name: _cached(row, None) for row in rows}
 

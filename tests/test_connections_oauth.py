@@ -380,3 +380,16 @@ def test_a_link_local_token_endpoint_is_refused_for_good(tmp_path: Path) -> None
         prepare(runtime, "crm", env, client)
     assert str(info.value).startswith("connection crm: token endpoint refused: ") and not info.value.retryable
     assert "link-local" in str(info.value)
+
+
+def test_a_token_cache_that_cannot_be_reached_is_a_retryable_step_error(tmp_path: Path, auth: AuthServer,
+                                                                       http: httpx.Client) -> None:
+    from engine.connections import ConnectionFailed
+
+    store = RunStore(f"sqlite:///{tmp_path}/missing/dir/hookline.db")  # cannot be opened
+    runtime = ConnectionRuntime(load_connections(CONNECTIONS).get, StoreTokenCache(store))
+    with pytest.raises(ConnectionFailed) as info:
+        prepare(runtime, "crm", env_for(auth), http)
+    store.dispose()
+    assert str(info.value).startswith("connection crm: token cache unavailable: ") and info.value.retryable
+    assert auth.token_requests == []
