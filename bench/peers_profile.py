@@ -2,14 +2,15 @@
 
 Starts one Hookline set-up of the peers section (default `web --workers 2` + `worker` on SQLite)
 against mock_server.js, drives it with the peers' wrk load for ``--seconds``, and meanwhile records
-every Hookline process with ``py-spy record --nonblocking`` (on-CPU samples only: idle threads are
-left out) and its CPU time with psutil. Each sample is given to the innermost frame that belongs to a
-layer (HTTP server, Flask, verification, SQL, queue, metrics, logging, httpx, JSON, flow steps, ...),
-except samples whose innermost frame waits (the SQLite lock's retry sleep, a commit's disk sync, an
-outbound call's answer: py-spy's idle filter keeps those), which are shown as waits. A layer's CPU per
-accepted webhook (web processes) or per completed run (worker) is its share of the computing samples
-times the processes' CPU seconds (psutil) over the count. Not part of ``make bench``: the figures
-behind "Where the time goes (profile)" in docs/benchmarks.md.
+every Hookline process twice with ``py-spy record --nonblocking``: all active threads (where the wall
+time goes) and ``--gil`` (the thread holding the GIL: Python's CPU), and its CPU time with psutil.
+Each sample goes to the innermost frame that belongs to a layer (HTTP server, Flask, verification,
+SQL, queue, metrics, logging, httpx, JSON, flow steps, ...), except samples whose innermost frame
+waits (the SQLite lock's retry sleep, a commit's disk sync, an outbound call's answer: py-spy's idle
+filter keeps those), shown as waits. A layer's CPU per accepted webhook (web processes) or per
+completed run (worker) is its GIL-held samples / rate over the count; what psutil counts beyond that
+ran outside the GIL (SQLite's and psycopg's C code, syscalls). Not part of ``make bench``: the
+figures behind "Where the time goes (profile)" in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -123,17 +124,18 @@ def main() -> None:
                 roles[p.name] = ("worker" if "worker" in p.name else "serve", p.pid)
         sampler = Sampler({n: pid for n, (_, pid) in roles.items()})
         sampler.start()
-        spies = {n: subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
-                                      "--rate", str(args.rate), "--format", "raw", "--nonblocking",
-                                      "--output", str(out / f"{n}.txt")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for n, (role, pid) in roles.items() if role != "master"}
+        spies = [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+                                   "--rate", str(args.rate), "--format", "raw", "--nonblocking", *flag,
+                                   "--output", str(out / f"{n}{suffix}.txt")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for n, (role, pid) in roles.items() if role != "master"
+                 for flag, suffix in (([], ""), (["--gil"], "-gil"))]
         mock_reset(mock)
         res = wrk_post1k(url, args.seconds, args.connections)
         completed = get_json(f"{mock}/__count")["hits"]
         sampler.stop()
-        for s in spies.values():
-            s.wait(60)
+        for spy_proc in spies:
+            spy_proc.wait(60)
     cpu = {n: sampler.cpu[pid] - sampler.cpu0[pid] for n, (_, pid) in roles.items() if pid in sampler.cpu}
     report = {"setup": args.setup, "seconds": args.seconds, "accepted": res["acked"], "completed": completed,
               "acked_rps": res["acked_rps"], "cpu_s": cpu, "layers": {}}
@@ -143,27 +145,30 @@ def main() -> None:
     lines = [f"{args.setup}: {res['acked']} webhooks accepted ({res['acked_rps']:.0f}/s), {completed} runs completed in "
              f"{args.seconds:.0f} s; CPU s {json.dumps({k: round(v, 2) for k, v in cpu.items()})}"]
     for group, names in groups.items():
-        files = [out / f"{n}.txt" for n in names if (out / f"{n}.txt").exists()]
-        if not files:
+        if not names or not all((out / f"{n}-gil.txt").exists() for n in names):
             continue
-        counts: Counter[str] = Counter()
-        for f in files:
-            counts += layers(f)
-        total = sum(counts.values())
-        busy = sum(n for k, n in counts.items() if not k.startswith(WAIT))
-        per, unit = (res["acked"], "webhook") if group == "web" else (completed, "run")
-        if group == "serve":
-            per, unit = completed, "run (ingest included)"
+        wall: Counter[str] = Counter()
+        gil: Counter[str] = Counter()
+        for n in names:
+            wall += layers(out / f"{n}.txt")
+            gil += layers(out / f"{n}-gil.txt")
+        per, unit = (completed, "run") if group == "worker" else (res["acked"], "webhook")
         cpu_s = sum(cpu[n] for n in names)
-        cpu_ms = 1000 * cpu_s / max(1, per)
-        report["layers"][group] = {"samples": total, "busy_samples": busy, "cpu_ms_per": cpu_ms, "unit": unit,
-                                   "counts": dict(counts)}
-        lines += ["", f"{group} ({len(names)} process(es)): {cpu_ms:.2f} ms CPU per {unit} (psutil: {cpu_s:.1f} CPU s; "
-                  f"py-spy: {busy / args.rate:.1f} s of computing samples, {(total - busy) / args.rate:.1f} s waiting)",
-                  f"| layer | share of samples | ms CPU per {unit} |", "|---|---|---|"]
-        for name, n in counts.most_common():
-            share = f"{cpu_ms * n / busy:.2f}" if not name.startswith(WAIT) else "(not CPU)"
-            lines.append(f"| {name} | {n / total:.1%} | {share} |")
+        gil_s = sum(gil.values()) / args.rate
+        ms = 1000 / max(1, per)
+        report["layers"][group] = {"unit": unit, "count": per, "cpu_s": cpu_s, "gil_s": gil_s,
+                                   "wall_samples": dict(wall), "gil_samples": dict(gil)}
+        lines += ["", f"{group} ({len(names)} process(es)): {cpu_s * ms:.2f} ms CPU per {unit} (psutil {cpu_s:.1f} s "
+                  f"for {per} {unit}s; {gil_s:.1f} s of it with the GIL held)"
+                  + (": the worker runs behind ingest, its runs are not done in the window" if group == "serve" else ""),
+                  f"| layer | share of active thread time (py-spy) | ms CPU per {unit}, GIL held (py-spy --gil) |",
+                  "|---|---|---|"]
+        wall_total = sum(wall.values())
+        for name in sorted(set(wall) | set(gil), key=lambda k: -(gil[k] or 0) - wall[k] / 1e6):
+            cpu_cell = f"{gil[name] / args.rate * ms:.2f}" if gil[name] else "-"
+            lines.append(f"| {name} | {wall[name] / max(1, wall_total):.1%} | {cpu_cell} |")
+        lines.append(f"| outside the GIL (SQLite and psycopg C code, syscalls: psutil CPU minus GIL-held) | - | "
+                     f"{max(0.0, cpu_s - gil_s) * ms:.2f} |")
     text = "\n".join(lines)
     (out / "summary.md").write_text(text + "\n")
     (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
