@@ -304,7 +304,7 @@ def test_postgres_pooled_connection_skips_the_ping_only_while_busy(pg_url: str, 
         for i in range(5):
             accept(store, key=f"busy-{i}")
         assert pings == []
-        monkeypatch.setattr("engine.store.PING_AFTER_IDLE_S", 0.05)
+        monkeypatch.setattr("engine.store.connect.PING_AFTER_IDLE_S", 0.05)
         time.sleep(0.1)
         accept(store, key="after-idle")
         assert pings == [1]
@@ -318,7 +318,7 @@ def test_postgres_server_that_never_answers_is_given_up_on(pg_url: str, monkeypa
 
     from sqlalchemy.engine import make_url
 
-    monkeypatch.setattr("engine.store.CONNECT_TIMEOUT_S", 2)  # libpq's smallest useful value
+    monkeypatch.setattr("engine.store.connect.CONNECT_TIMEOUT_S", 2)  # libpq's smallest useful value
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # the kernel completes the handshake; no startup reply ever comes
@@ -381,7 +381,7 @@ def test_sqlite_writer_waits_for_the_write_lock_then_commits(sqlite_url: str) ->
 def test_sqlite_writer_gives_up_after_the_busy_timeout_with_a_clear_error(sqlite_url: str, monkeypatch: Any) -> None:
     store = RunStore(sqlite_url)
     store.create_all()
-    monkeypatch.setattr("engine.store.BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("engine.store.connect.BUSY_TIMEOUT_S", 0.2)
     holder = _hold_write_lock(sqlite_url.removeprefix("sqlite:///"), 1.0)
     try:
         with pytest.raises(StoreUnavailable, match="database unavailable: database is locked"):
