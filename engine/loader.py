@@ -41,6 +41,8 @@ FLOW_FIELDS = (
     Field("trigger", "trigger", "How webhooks are verified, deduplicated, ordered and indexed."),
     Field("steps", "steps", "The steps run for each event, in order.", required=True),
     Field("on_failure", "steps", "Steps run once when a run fails for good, with `error` in scope."),
+    Field("defaults", "defaults", "Keys every step of a type gets unless it sets them, per type.",
+          example="{http: {connection: crm, timeout: 10s}}"),
 )
 TRIGGER_FIELDS = (
     Field("verify", "verify", "Signature or token verification: a provider and its secret."),
@@ -82,6 +84,7 @@ class _Doc:
         self.lines: dict[str, int] = {}
         self.errors: list[FlowError] = []
         self.step_ids: list[tuple[str, str]] = []  # (id, key path) of every step, nested ones included
+        self.defaults: dict[str, dict[str, Any]] = {}  # `defaults:` per step type
         self.nodes = 0
         self._constructor = yaml.SafeLoader("")
 
@@ -210,6 +213,7 @@ def load_flow(text: str, file: str = "<flow>", *, flow_id: str | None = None) ->
     trigger = _trigger(raw.get("trigger"), doc)
     if raw.get("steps") is None:
         doc.error("a flow needs `steps:` (a list)", doc.line(""), "steps")
+    doc.defaults = _defaults(raw.get("defaults"), doc)
     steps = _block(raw.get("steps"), doc, "steps", required=False)
     on_failure = _block(raw.get("on_failure"), doc, "on_failure", required=False)
     by_id = _check_ids([("steps", steps), ("on_failure", on_failure)], doc)
@@ -311,6 +315,32 @@ def _size(value: Any, doc: _Doc, path: str) -> int | None:
     except ValueError as exc:
         doc.error(str(exc), doc.line(path), path)
         return None
+
+
+def _defaults(raw: Any, doc: _Doc) -> dict[str, dict[str, Any]]:
+    """``defaults: {http: {...}}``: keys merged into every step of that type (types whose value is a mapping)."""
+    if raw is None:
+        return {}
+    mapped = sorted(name for name, st in REGISTRY.items() if st.shape == "fields")
+    if not isinstance(raw, dict):
+        doc.error(f"defaults must map a step type ({', '.join(mapped)}) to its default keys", doc.line("defaults"),
+                  "defaults")
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in raw.items():
+        path = f"defaults.{name}"
+        if name not in mapped:
+            doc.error(f"no defaults for {name!r}; defaults apply to: {', '.join(mapped)}", doc.line(path), path)
+        elif not isinstance(value, dict):
+            doc.error(f"defaults.{name} must be a mapping of {name} keys", doc.line(path), path)
+        else:
+            known = {f.name for f in REGISTRY[name].fields}
+            for key in value:
+                if key not in known:
+                    doc.error(f"unknown key {key!r}; expected one of: {', '.join(sorted(known))}",
+                              doc.line(f"{path}.{key}"), f"{path}.{key}")
+            out[name] = {k: v for k, v in value.items() if k in known}
+    return out
 
 
 def _block(raw: Any, doc: _Doc, path: str, *, required: bool = True) -> tuple[Step, ...]:
@@ -459,7 +489,10 @@ def _step(item: Any, index: int, path: str, doc: _Doc) -> Step | None:
     if on_error not in ("fail", "continue"):
         doc.error("on_error must be fail (the default) or continue", doc.line(f"{path}.on_error"), f"{path}.on_error")
         on_error = "fail"
-    config = _config(step_type, item[type_name], f"{path}.{type_name}", doc, item, path)
+    raw_config = item[type_name]
+    if isinstance(raw_config, dict) and type_name in doc.defaults:  # the step's own keys win, as with <<:
+        raw_config = {**doc.defaults[type_name], **raw_config}
+    config = _config(step_type, raw_config, f"{path}.{type_name}", doc, item, path)
     return Step(id=sid, type=type_name, config=config, when=when, line=doc.line(path), index=index,
                 description=str(item.get("description") or item.get("name") or ""), on_error=on_error)
 
@@ -516,6 +549,16 @@ def _fields(spec: tuple[Field, ...], raw: Mapping[str, Any], path: str, doc: _Do
             out[f.name] = _default(f)
             continue
         out[f.name] = _field_value(f, raw[f.name], sub, doc)
+    return out
+
+
+def parse_fields(spec: tuple[Field, ...], raw: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``raw`` checked and parsed by ``spec`` outside any flow file (a setting's JSON), with the flow rules;
+    raises the first problem as a FlowError naming its key path (``crm.example.com.concurency: unknown key``)."""
+    doc = _Doc("")
+    out = _fields(spec, raw, path, doc)
+    if doc.errors:
+        raise doc.errors[0]
     return out
 
 

@@ -46,6 +46,7 @@ _KINDS: dict[str, Any] = {
     "size": {"type": ["integer", "string"]},
     "id": {"type": "string", "pattern": ID_RE.pattern},
     "step_id": {"type": "string", "pattern": STEP_ID_RE.pattern},
+    "defaults": {"$ref": "#/$defs/defaults"},
 }
 
 
@@ -125,6 +126,9 @@ def flow_schema() -> dict[str, Any]:
             "step": {"anyOf": [{"$ref": f"#/$defs/step_{name}"} for name in sorted(REGISTRY)]},
             **{f"step_{name}": _step_type(name) for name in sorted(REGISTRY)},
             "trigger": _object(TRIGGER_FIELDS),
+            "defaults": {"type": "object", "additionalProperties": False, "properties": {
+                name: {**_object(REGISTRY[name].fields), "required": []} for name in sorted(REGISTRY)
+                if REGISTRY[name].shape == "fields"}},
             "verify": _verify(),
         },
     }

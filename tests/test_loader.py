@@ -131,3 +131,22 @@ steps:
     assert b.config.json.render(RenderContext({})) == {"sku": "base"}
     with pytest.raises(FlowInvalid, match="duplicate key 'json'"):
         load_flow("steps:\n  - id: a\n    http: {url: https://x.test, json: 1, json: 2}\n", "dup.yaml")
+
+
+def test_defaults_give_every_step_of_a_type_keys_it_does_not_set() -> None:
+    flow = load_flow("""
+defaults:
+  http: {timeout: 3s, retry: {max_attempts: 9}, headers: {X-Team: ops}}
+steps:
+  - id: a
+    http: {url: https://x.test/a}
+  - id: b
+    http: {url: https://x.test/b, timeout: 20s}
+""", "d.yaml")
+    a, b = flow.steps
+    assert a.config.timeout == 3 and a.config.retry.max_attempts == 9 and b.config.timeout == 20
+    assert b.config.headers.render(RenderContext({})) == {"X-Team": "ops"}
+    with pytest.raises(FlowInvalid, match="defaults.http.timout: unknown key 'timout'"):
+        load_flow("defaults: {http: {timout: 3s}}\nsteps:\n  - id: a\n    transform: {}\n", "d.yaml")
+    with pytest.raises(FlowInvalid, match="no defaults for 'transform'"):
+        load_flow("defaults: {transform: {x: 1}}\nsteps:\n  - id: a\n    transform: {}\n", "d.yaml")
