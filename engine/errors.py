@@ -1,16 +1,26 @@
 """Every error Hookline raises on purpose, in one tree.
 
-``str(error)`` is the sentence a user reads: one line, naming the place.
+``str(error)`` is the sentence a user reads: one line, naming the place. The core knows no HTTP:
+web/errors.py maps each class to its status once (the number after a class here is that mapping).
 
     EngineError
-    ├── FlowError              load time: file, line, key path, message
-    │   └── TemplateError      a template that does not compile, or fails to render
-    ├── MissingEnvError        ${NAME} with no value and no default
-    ├── StepError              run time: step id, retryable
-    │   └── HttpStepError      adds status, retry_after
-    ├── VerificationError      a webhook that fails its signature/token check (401)
+    ├── FlowError                load time: file, line, key path, message
+    │   └── TemplateError        a template that does not compile, or fails to render
+    ├── FlowInvalid              a flow file with problems; carries every FlowError
+    ├── MissingEnvError          ${NAME} with no value and no default
+    ├── SettingsError            a HOOKLINE_* setting that does not parse (start-up)
+    ├── PluginError              an installed plugin (entry point) that fails to load
+    ├── StepError                run time: step id, retryable
+    │   └── HttpStepError        adds status, retry_after
+    ├── BadBody                  a body that declares JSON or a form and is not (400)
+    ├── VerificationError        a webhook that fails its signature/token check (401)
     ├── VerificationUnavailable  the flow's secret is not configured (503)
-    └── StoreUnavailable       the database cannot be reached (503)
+    ├── RunNotFound              no run with that id (404)
+    ├── FlowNotLoaded            the flow has errors or was removed (409)
+    ├── NotRetryable             retry-from-step asked of a run that did not fail (409)
+    ├── LeaseLost                another worker took the run over; stop writing
+    └── StoreError               the database failed an operation (500)
+        └── StoreUnavailable     the database cannot be reached (503)
 """
 
 from __future__ import annotations
@@ -65,17 +75,12 @@ class MissingEnvError(EngineError):
 class StepError(EngineError):
     """A step that failed at run time. ``retryable`` decides whether another attempt is scheduled."""
 
-    def __init__(self, message: str, *, step_id: str = "", retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.message = message
-        self.step_id = step_id
         self.retryable = retryable
         self.request: dict[str, Any] | None = None  # what was sent, when anything was
         self.response: dict[str, Any] | None = None  # what came back, when anything did
-
-    @property
-    def error_type(self) -> str:
-        return type(self).__name__
 
 
 class HttpStepError(StepError):
@@ -85,16 +90,30 @@ class HttpStepError(StepError):
         self,
         message: str,
         *,
-        step_id: str = "",
         retryable: bool = False,
         status: int | None = None,
         retry_after: float | None = None,
         timeout: bool = False,
     ) -> None:
-        super().__init__(message, step_id=step_id, retryable=retryable)
+        super().__init__(message, retryable=retryable)
         self.status = status
         self.retry_after = retry_after
         self.timeout = timeout
+
+
+class SettingsError(EngineError, ValueError):
+    """A ``HOOKLINE_*`` setting that does not parse; names the variable. Also a ValueError, as parsers raise."""
+
+
+class PluginError(EngineError):
+    """An installed package's ``hookline.steps``/``hookline.presets`` entry point that does not load."""
+
+
+class BadBody(EngineError, ValueError):
+    """A body that declares itself JSON (or form) and is not. Answered with 400.
+
+    Also a ValueError: preset form rules raise ValueError, and callers of parse_body used to catch it.
+    """
 
 
 class VerificationError(EngineError):
@@ -105,5 +124,42 @@ class VerificationUnavailable(EngineError):
     """The flow's verification secret is not configured here. Answered with 503 so the provider retries."""
 
 
-class StoreUnavailable(EngineError):
+class RunNotFound(EngineError):
+    """No run with this id (never stored, pruned, or beyond the id range). Answered with 404."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run with id {run_id}")
+        self.run_id = run_id
+
+
+class FlowNotLoaded(EngineError):
+    """An action that needs the flow's current version while it has errors or was removed. Answered with 409.
+
+    ``remedy`` is what the operator can do instead (replay on the original version, fix the file).
+    """
+
+    def __init__(self, flow_id: str, remedy: str = "") -> None:
+        super().__init__(f"flow {flow_id!r} is not loaded (it has errors or was removed)"
+                         + (f"; {remedy}" if remedy else ""))
+        self.flow_id = flow_id
+
+
+class NotRetryable(EngineError):
+    """Retry-from-step of a run that did not fail (only a failed run has a step to start from). Answered with 409."""
+
+    def __init__(self, run_id: int, status: str) -> None:
+        super().__init__(f"run {run_id} is {status}; only failed runs can be retried from the failed step")
+        self.run_id = run_id
+        self.status = status
+
+
+class LeaseLost(EngineError):
+    """Another worker took this run over (our lease expired); stop without writing more."""
+
+
+class StoreError(EngineError):
+    """The database failed an operation (every database error leaves the store as one of these)."""
+
+
+class StoreUnavailable(StoreError):
     """The database or queue cannot be reached. Answered with 503 so the provider retries."""

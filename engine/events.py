@@ -8,12 +8,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from engine import presets
+from engine.errors import BadBody
 from engine.model import Event, EventRecord, Headers, Trigger
 from engine.presets import FormRule
 
-
-class BadBody(ValueError):
-    """A body that declares itself JSON (or form) and is not. Answered with 400."""
+__all__ = ["BadBody", "make_event", "parse_body", "redact_pairs"]  # BadBody lives in engine.errors; kept importable here
 
 
 def parse_body(body: bytes, content_type: str, *, form_rule: FormRule | None = None) -> Any:

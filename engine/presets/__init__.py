@@ -5,7 +5,9 @@ module of the package is imported at start-up, so a new provider needs no edit e
 loader validates ``trigger.verify`` from the presets' fields (:func:`parse_verify`), the ingress calls
 :func:`verify_request` with the request as received, redacts :func:`secret_fields` before storing, and
 parses form bodies with :func:`form_rule`; docs/flows.md's preset reference and the round-trip tests are
-generated from :data:`REGISTRY`. Adding a provider is one new file here plus its tests.
+generated from :data:`REGISTRY`. Adding a provider is one new file here plus its tests, or, outside this
+repository, a package whose ``hookline.presets`` entry point is a module calling :func:`register`
+(engine.plugins; loaded after the built-ins).
 
 Pure: no I/O, no clock and no environment of its own. Every secret may be a ``${VAR}`` reference, resolved
 at the last moment so a rotated value is picked up without reloading the flow, and several secrets may be
@@ -22,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine import envrefs, units
+from engine import plugins as _plugins
 from engine.presets.base import (
     DEFAULT_TOLERANCE,
     HEADER_NAME,
@@ -218,5 +221,6 @@ def _load_presets() -> None:
 
 
 _load_presets()
+_plugins.load(_plugins.PRESETS)  # installed presets (entry points), after the built-ins: the same door
 
 PROVIDERS: tuple[str, ...] = providers()

@@ -5,6 +5,10 @@ generated from them. A step type also declares what the runner needs to know abo
 has side effects (recorded as started, resumed from its kept result), its retry policy, timeout and
 destination, and, for containers (foreach, switch), its child step lists. The runner walks that
 tree and knows no step type by name.
+
+The built-in step types below register through :func:`register`, the same door a custom step type
+uses: an installed package's ``hookline.steps`` entry point (engine.plugins) is imported right after
+them, and its module calls ``register``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from engine.templating import Expr, RenderContext
 from engine.units import parse_duration as parse_duration  # one grammar for durations: engine.units
 
 if TYPE_CHECKING:
+    from engine.config import Settings
     from engine.connections.runtime import ConnectionRuntime
 
 
@@ -70,6 +75,19 @@ class RunOptions:
     user_agent: str = "Hookline/0.1"
     public_url: str = ""  # where operators open the UI, for links handed to on_failure (`error.run_url`)
     connections: ConnectionRuntime | None = None  # connections.yaml, for http steps' `connection:`
+
+    @classmethod
+    def from_settings(cls, settings: Settings, connections: ConnectionRuntime | None = None) -> RunOptions:
+        """The options of this deployment, the one place that maps settings onto them (service, ``hookline run``)."""
+        return cls(
+            default_timeout=settings.http_timeout_s,
+            allow_hosts=settings.allow_hosts,
+            redact_headers=tuple(h.lower() for h in settings.redact_headers),
+            max_recorded_body=settings.max_stored_body,
+            user_agent=settings.user_agent,
+            public_url=settings.public_url.rstrip("/"),
+            connections=connections,
+        )
 
 
 class Blocks(Protocol):
@@ -157,6 +175,9 @@ REGISTRY: dict[str, StepType] = {}
 
 
 def register(step_type: StepType) -> StepType:
+    """Add a step type; ValueError for a name taken (a plugin cannot replace a built-in behind its back)."""
+    if step_type.name in REGISTRY:
+        raise ValueError(f"step type {step_type.name} is registered twice")
     REGISTRY[step_type.name] = step_type
     return step_type
 
@@ -170,9 +191,12 @@ def walk(steps: Sequence[Step]) -> Iterator[Step]:
                 yield from walk(block.steps)
 
 
+from engine import plugins as _plugins  # noqa: E402
 from engine.steps import fail as _fail  # noqa: E402,F401  registration side effect
 from engine.steps import filter as _filter  # noqa: E402,F401
 from engine.steps import foreach as _foreach  # noqa: E402,F401
 from engine.steps import http as _http  # noqa: E402,F401
 from engine.steps import switch as _switch  # noqa: E402,F401
 from engine.steps import transform as _transform  # noqa: E402,F401
+
+_plugins.load(_plugins.STEPS)  # after the built-ins: installed step types (entry points), the same door
