@@ -279,8 +279,10 @@ def run(cfg: Any, logdir: Path) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001
             out["serve_rate"] = {"error": f"{type(exc).__name__}: {exc}"}
     out["ingest"] = []
-    for kind in cfg.backends:
-        for system in ("hookline", "ceiling-sync", "ceiling-gthread", *(["flask-noop"] if kind == "sqlite" else [])):
+    for rep in range(cfg.peers_repeats):
+        order = [(kind, system) for kind in cfg.backends
+                 for system in ("hookline", "ceiling-sync", "ceiling-gthread", *(["flask-noop"] if kind == "sqlite" else []))]
+        for kind, system in order if rep % 2 == 0 else list(reversed(order)):
             try:
                 out["ingest"].append(run_ingest(system, kind, cfg, logdir))
             except Exception as exc:  # noqa: BLE001
