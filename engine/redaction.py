@@ -95,6 +95,8 @@ Incoming-webhook URLs (Slack's hooks.slack.com/services/...) carry their credent
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # credentials inside a value: userinfo in a URL, or a query parameter named like a secret
 _EMBEDDED = re.compile(r"://[^/?#\s]*@|[?&][^=&#]*(?:token|key|secret|sig|auth|pass)[^=&#]*=", re.I)
+# a long run of letters and digits, both, is a token whatever the variable is called (a path credential)
+_TOKENISH = re.compile(r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{20,}")
 
 
 def public_names(secrets: Mapping[str, str], masked: Collection[str] = ()) -> frozenset[str]:
@@ -102,7 +104,8 @@ def public_names(secrets: Mapping[str, str], masked: Collection[str] = ()) -> fr
     word (CRM_URL, REGION) and values without embedded credentials, minus ``masked`` (verification
     secrets). Connection and response secrets (``connection:crm``, ``step:$.token``) are never public."""
     return frozenset(n for n, v in secrets.items() if _PLAIN.fullmatch(n) and n not in masked
-                     and not any(w in n.upper() for w in SECRET_WORDS) and not _EMBEDDED.search(v))
+                     and not any(w in n.upper() for w in SECRET_WORDS) and not _EMBEDDED.search(v)
+                     and not _TOKENISH.search(v))
 
 
 def redact(value: Any, secrets: Mapping[str, str], public: Collection[str] = ()) -> Any:
