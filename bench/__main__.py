@@ -4,7 +4,8 @@ Every knob has a flag and a ``HOOKLINE_BENCH_<NAME>`` environment variable (flag
 to ``bench/results/<date>.json`` (``<date>-quick.json`` with --quick, ``<date>-<sections>.json`` for a
 subset), process logs and profiles to
 a temp dir printed at the start. Each section stops by itself; the whole default run is sized for
-about 25 minutes on a 2-core machine (less once the 1M-run stores are filled and cached).
+about 35 minutes on a 2-core machine (less once the 1M-run stores are filled and cached), ~10 of them
+for ``peers`` (Node-RED side by side; ``--with-n8n``, ``--peers-kill``: bench/peers.py).
 """
 
 from __future__ import annotations
