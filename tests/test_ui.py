@@ -373,6 +373,16 @@ on_failure:
 """
 
 
+GATE_FLOW = """\
+id: gate
+steps:
+  - id: only_paid
+    filter: event.status == "paid"
+  - id: note
+    transform: {ok: true}
+"""
+
+
 @pytest.fixture
 def shop(tmp_path: Path, httpserver: HTTPServer) -> Hookline:
     from werkzeug import Request, Response
@@ -382,14 +392,14 @@ def shop(tmp_path: Path, httpserver: HTTPServer) -> Hookline:
     def decrement(request: Request) -> Response:
         sku = request.get_json()["sku"]
         seen[sku] = seen.get(sku, 0) + 1
-        if sku == "bad" or (sku == "flaky" and seen[sku] == 1):
+        if seen[sku] == 1 and sku in ("bad", "flaky"):  # fail once: a retry of the run succeeds
             return Response('{"error": "out of stock"}', status=409 if sku == "bad" else 503,
                             content_type="application/json")
         return Response('{"left": 3}', status=200, content_type="application/json")
 
     httpserver.expect_request("/decrement", method="POST").respond_with_handler(decrement)
     httpserver.expect_request("/alerts", method="POST").respond_with_json({"ok": True})
-    return make_hookline(tmp_path, serve_target(httpserver), flows={"shop": SHOP_FLOW})
+    return make_hookline(tmp_path, serve_target(httpserver), flows={"shop": SHOP_FLOW, "gate": GATE_FLOW})
 
 
 def run_shop(h: Hookline, skus: list[str], status: str = "paid") -> int:
@@ -485,3 +495,79 @@ def test_paths_split_into_containers_items_and_cases() -> None:
     assert a["items"][0]["key"] == "k.1" and a["items"][0]["steps"][0]["cases"][0]["label"] == "default"
     assert a["items"][0]["steps"][0]["cases"][0]["steps"][0]["path"] == "a[k.1].route.default.x"
     assert [n["path"] for n in tree["on_failure"]] == ["on_failure.b"]
+
+
+# --- reasons, resolution, the unresolved view, the diagram -------------------------------------------
+
+
+def test_the_reason_of_every_non_success_status(shop: Hookline) -> None:
+    filtered = shop.send({"id": "g1", "status": "pending"}, flow="gate")
+    weird = run_shop(shop, ["a"], status="weird")
+    bad = run_shop(shop, ["a", "bad"])
+    rows = {r["id"]: r for r in shop.json("/runs.json")["runs"]}
+    assert rows[filtered]["status"] == "filtered"
+    assert rows[filtered]["why"]["summary"] == "stopped by filter only_paid"
+    assert rows[weird]["why"]["summary"] == "failed at route.default.unknown (case default of route): unknown status weird"
+    assert rows[weird]["why"]["step"]["inside"] == [{"kind": "case", "step": "route", "case": "default"}]
+    assert rows[bad]["why"]["summary"].startswith("failed at lines[bad].decrement (item bad of lines): ")
+    assert "409" in rows[bad]["why"]["message"]
+    assert rows[bad]["resolution"]["state"] == "unresolved"
+    soup = shop.html("/runs")
+    assert soup.select_one(f'tr[data-id="{filtered}"] .why').get_text() == "stopped by filter only_paid"
+    assert "case default of route" in soup.select_one(f'tr[data-id="{weird}"] .why').get_text()
+    detail = shop.html(f"/runs/{weird}")
+    assert "case default of route" in detail.select_one(".alert.why").get_text()
+    assert shop.html(f"/runs/{filtered}").select_one(".alert.filt").get_text(" ", strip=True) \
+        == "Filtered: stopped by filter only_paid"
+
+
+def test_a_failure_is_resolved_by_the_retry_that_succeeded(shop: Hookline) -> None:
+    kept = run_shop(shop, ["a"], status="weird")  # fails at the switch on every try: stays unresolved
+    failed = run_shop(shop, ["a", "bad"])  # "bad" is refused once only
+    assert {f["id"]: f["unresolved"] for f in shop.json("/flows.json")["flows"]}["shop"] == 2
+    assert [r["id"] for r in shop.json("/runs.json?status=unresolved")["runs"]] == [failed, kept]
+    child = shop.svc.retry_from_failed(failed)
+    shop.svc.execute_run(child)
+    assert shop.store.get_run_record(child).status.value == "succeeded"  # type: ignore[union-attr]
+    rows = {r["id"]: r for r in shop.json("/runs.json")["runs"]}
+    assert rows[failed]["resolution"] == {"state": "resolved", "by": child, "kind": "retry",
+                                          "url": f"/runs/{child}"}
+    assert [r["id"] for r in shop.json("/runs.json?status=unresolved")["runs"]] == [kept]
+    assert [r["id"] for r in shop.json("/runs.json?status=unresolved&flow=shop")["runs"]] == [kept]
+    flows = {f["id"]: f for f in shop.json("/flows.json")["flows"]}
+    assert flows["shop"]["unresolved"] == 1 and flows["gate"]["unresolved"] == 0
+    assert flows["shop"]["unresolved_url"] == "/runs?flow=shop&status=unresolved"
+    assert shop.json("/flows/shop.json")["flow"]["unresolved"] == 1
+    soup = shop.html(f"/runs/{failed}")
+    assert soup.select_one(".alert.why a.resolved")["href"] == f"/runs/{child}"
+    assert soup.select_one(f'tr[data-id="{failed}"]') is None
+    listing = shop.html("/runs?status=unresolved")
+    assert listing.select_one("h1").get_text(" ", strip=True).startswith("Unresolved failures")
+    assert [tr["data-id"] for tr in listing.select("table.runs tbody tr")] == [str(kept)]
+
+
+def test_flow_diagram_with_counts_per_step(shop: Hookline) -> None:
+    run_shop(shop, ["a", "b"])
+    run_shop(shop, ["c", "bad"])
+    run_shop(shop, ["d"], status="weird")
+    data = shop.json("/flows/shop.json")["diagram"]
+    nodes = {b["step_id"]: b for b in data["boxes"] if b["kind"] == "step"}
+    assert set(nodes) == {"lines", "decrement", "route", "invoice", "unknown", "alert"}
+    assert nodes["decrement"]["stats"]["succeeded"] == 4 and nodes["decrement"]["stats"]["failed"] == 1
+    assert "409" in nodes["decrement"]["stats"]["error"] and nodes["decrement"]["stats"]["error_count"] == 1
+    assert nodes["unknown"]["stats"] == {"succeeded": 0, "failed": 1, "error": "unknown status weird",
+                                         "error_count": 1}
+    assert nodes["alert"]["stats"]["succeeded"] == 2
+    assert [b["label"] for b in data["boxes"] if b["kind"] == "case"] == ["case 0", "default"]
+    assert {b["kind"] for b in data["boxes"]} == {"step", "foreach", "case", "handler"}
+    frame = next(b for b in data["boxes"] if b["kind"] == "foreach")
+    inner = nodes["decrement"]
+    assert frame["x"] < inner["x"] and inner["x"] + inner["w"] < frame["x"] + frame["w"]
+    assert nodes["alert"]["x"] > max(b["x"] + b["w"] for b in data["boxes"] if b["kind"] == "foreach")
+    soup = shop.html("/flows/shop")
+    svg = soup.select_one("svg.flow-diagram")
+    assert svg is not None and not soup.select("svg.flow-diagram script")
+    node = svg.select_one('g.node[data-step="decrement"]')
+    assert "has-failed" in node["class"] and "✓ 4" in node.get_text() and "✗ 1" in node.get_text()
+    assert "409" in node.select_one("title").get_text()
+    assert len(svg.select("line.edge")) == 4  # lines -> decrement, lines -> route, route -> each case

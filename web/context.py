@@ -22,14 +22,16 @@ from flask import url_for
 
 from engine.catalog import BrokenFlow
 from engine.errors import FlowError
-from engine.model import TERMINAL, Flow, RunDetail, RunRecord, RunStatus, StepResult
+from engine.model import TERMINAL, Flow, RunDetail, RunRecord, RunStatus, StepResult, step_id_of
 from engine.redaction import public_names, redact, verify_names
 from engine.service import Service
+from engine.store.history import UNRESOLVED
 from engine.templating import Expr, env_refs
 from engine.verify import hint
+from web.diagram import layout
 from web.errors import ApiError
 from web.hooks import service
-from web.run_view import step_tree
+from web.run_view import resolution, step_tree, why
 
 DAY = 24 * 3600.0
 BULK_CAP = 10_000
@@ -37,7 +39,7 @@ BULK_CAP = 10_000
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-STATUSES = tuple(s.value for s in RunStatus)
+STATUSES = (*(s.value for s in RunStatus), UNRESOLVED)
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -127,8 +129,11 @@ class RunFilter:
 # --- runs -------------------------------------------------------------------------------------
 
 
-def run_summary(run: RunRecord) -> dict[str, Any]:
-    """One row of the runs list, and the head of a run's detail."""
+def run_summary(run: RunRecord, notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One row of the runs list, and the head of a run's detail. ``notes`` (HistoryStore.run_notes) add which
+    filter stopped it and whether a replay or retry resolved its failure."""
+    children = notes["children"] if notes else []
+    resolved = resolution(run.status.value, children) if notes is not None else None
     return {
         "id": run.id,
         "flow_id": run.flow_id,
@@ -148,7 +153,16 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
         "parent_run_id": run.parent_run_id,
         "replay_kind": run.replay_kind,
         "url": url_for("ui.run_detail", run_id=run.id),
+        "why": why(run.status.value, run.error, run.reason, notes["filtered_by"] if notes else None),
+        "resolution": resolved and resolved | {
+            "url": url_for("ui.run_detail", run_id=resolved["by"]) if resolved["by"] else None},
     }
+
+
+def summaries(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """Rows for a list of runs, with their reasons and resolutions (two index lookups for the whole page)."""
+    notes = service().store.run_notes([r.id for r in runs])
+    return [run_summary(r, notes.get(r.id)) for r in runs]
 
 
 def runs_context(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,7 +174,7 @@ def runs_context(args: Mapping[str, Any]) -> dict[str, Any]:
     assert limit is not None
     page = service().store.list_runs(flow=flt.flow, status=flt.status, since=flt.since, until=flt.until, q=flt.q,
                                      cursor=cursor, after=after, limit=limit)
-    runs = [run_summary(r) for r in page.runs]
+    runs = summaries(page.runs)
     top = max([r.id for r in page.runs] + [after or 0])
     return {
         "filter": flt.as_dict(),
@@ -181,7 +195,7 @@ def runs_by_ids_context(raw: str) -> dict[str, Any]:
         raise ApiError(400, f"ids: expected comma-separated run ids, got {raw[:60]!r}") from None
     if len(ids) > 200:
         raise ApiError(400, "ids: at most 200 run ids at once")
-    return {"runs": [run_summary(r) for r in service().store.runs_by_ids(ids)]}
+    return {"runs": summaries(service().store.runs_by_ids(ids))}
 
 
 def _headers(pairs: Any) -> list[list[str]]:
@@ -250,7 +264,7 @@ def run_context(run_id: int) -> dict[str, Any]:
     steps = [step_view(s, run) for s in detail.steps]
     clipped = len(body) > 256 * 1024
     ctx = {
-        "run": run_summary(run) | {"order_key": run.order_key, "index": detail.index},
+        "run": run_summary(run, _notes(detail)) | {"order_key": run.order_key, "index": detail.index},
         "flow": {
             "id": run.flow_id,
             "loaded": loaded,
@@ -277,6 +291,13 @@ def run_context(run_id: int) -> dict[str, Any]:
         "actions": _actions(detail, loaded),
     }
     return ctx
+
+
+def _notes(detail: RunDetail) -> dict[str, Any]:
+    """run_notes for one run, from what get_run already read (no further query)."""
+    filtered = [s.path for s in detail.steps if s.status.value == "filtered"]
+    return {"filtered_by": filtered[-1] if filtered else None,
+            "children": [{"id": c.id, "status": c.status.value, "replay_kind": c.replay_kind} for c in detail.children]}
 
 
 def _ran_flow(svc: Service, run: RunRecord, current: Flow | BrokenFlow | None) -> Flow | None:
@@ -374,6 +395,15 @@ def flow_summary(item: Flow | BrokenFlow, stats: Mapping[str, Any], env: Mapping
         "verify": {"provider": verify.provider, "hint": hint(verify)} if verify else None,
         "steps": [{"id": s.id, "type": s.type, "line": s.line, "description": s.description} for s in item.steps],
     }
+UNRESOLVED_CAP = 1000
+"""Unresolved failures are counted up to this many per flow (then shown as 1,000+): bounded at any volume."""
+
+
+def _unresolved(flow_id: str, count: int) -> dict[str, Any]:
+    return {"unresolved": count, "unresolved_capped": count >= UNRESOLVED_CAP,
+            "unresolved_url": url_for("ui.runs", flow=flow_id, status=UNRESOLVED)}
+
+
 
 
 def flows_context() -> dict[str, Any]:
@@ -382,7 +412,8 @@ def flows_context() -> dict[str, Any]:
     since = time.time() - DAY
     items = svc.catalog.all()
     stats = svc.store.flow_stats([f.id for f in items], since, 3600.0)
-    flows = [flow_summary(f, stats[f.id], svc.env) for f in items]
+    unresolved = svc.store.unresolved_counts([f.id for f in items], UNRESOLVED_CAP)
+    flows = [flow_summary(f, stats[f.id], svc.env) | _unresolved(f.id, unresolved[f.id]) for f in items]
     return {"flows": flows, "flows_dir": str(svc.catalog.directory)}
 
 
@@ -393,7 +424,8 @@ def flow_context(flow_id: str) -> dict[str, Any]:
     if item is None:
         raise ApiError(404, f"no flow with id {flow_id!r}")
     since = time.time() - DAY
-    summary = flow_summary(item, svc.store.flow_stats([item.id], since, 3600.0)[item.id], svc.env)
+    summary = flow_summary(item, svc.store.flow_stats([item.id], since, 3600.0)[item.id], svc.env) | _unresolved(
+        item.id, svc.store.unresolved_counts([item.id], UNRESOLVED_CAP)[item.id])
     if isinstance(item, Flow):
         source = item.source
     else:
@@ -408,7 +440,30 @@ def flow_context(flow_id: str) -> dict[str, Any]:
                                                        else f"{err['path']}: {err['message']}")
     lines = [{"n": n, "text": text, "errors": by_line.get(n, [])} for n, text in enumerate(source.splitlines(), 1)]
     recent = svc.store.list_runs(flow=item.id, limit=20)
-    return {"flow": summary, "source": lines, "runs": [run_summary(r) for r in recent.runs]}
+    return {"flow": summary, "source": lines, "runs": summaries(recent.runs),
+            "diagram": flow_diagram(svc, item, since) if isinstance(item, Flow) else None}
+
+
+DIAGRAM_RUNS = 2000
+"""The flow page's per-step counts read the newest this many runs of the last 24 h: bounded at any volume."""
+
+
+def flow_diagram(svc: Service, flow: Flow, since: float) -> dict[str, Any]:
+    """The flow's diagram (web.diagram) with, per step, succeeded and failed-for-good counts and its most
+    common error over the last 24 h (at most DIAGRAM_RUNS runs, newest first)."""
+    stats = svc.store.step_stats(flow.id, since, DIAGRAM_RUNS)
+    by_id: dict[str, dict[str, Any]] = {}
+    for path, (succeeded, failed, errors) in stats.items():
+        node = by_id.setdefault(step_id_of(path), {"succeeded": 0, "failed": 0, "errors": {}})
+        node["succeeded"] += succeeded
+        node["failed"] += failed
+        for message, count in errors.items():
+            node["errors"][message] = node["errors"].get(message, 0) + count
+    for node in by_id.values():
+        errors = node.pop("errors")
+        node["error"] = max(errors, key=lambda m: (errors[m], m)) if errors else None
+        node["error_count"] = errors.get(node["error"], 0) if errors else 0
+    return layout(flow, by_id) | {"window": {"since": iso(since), "max_runs": DIAGRAM_RUNS}}
 
 
 # --- sandbox ----------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ RUN_PROPS: dict[str, Any] = {
     "current_step": _n("string", description="Path of the step a waiting or running run is at"),
     "deliveries": {"type": "integer", "description": "Copies of the event received (duplicates included)"},
     "parent_run_id": _n("integer"), "replay_kind": _n("string", enum=["replay", "retry", None]), "url": STR,
+    "why": _n("object", description="Why a run is not a success: `summary`, the `step` (path, and the items "
+                                    "and cases around it), `message`"),
+    "resolution": _n("object", description="For a failed run: `state` resolved (a replay or retry succeeded), "
+                                           "retried or unresolved; `by` and `url` of that run"),
 }
 HTTP_RECORD = _n("object", description="A recorded request or response (headers redacted, body capped)")
 

@@ -11,6 +11,7 @@ is gone still reads right.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,3 +172,72 @@ def step_tree(views: Sequence[dict[str, Any]], flow: Flow | None = None) -> dict
     for view in views:
         _place(top, handler, view)
     return {"steps": _render(top, flow), "on_failure": _render(handler, flow)}
+
+
+_STEP_ERROR = re.compile(r"step (.+?): (.*)", re.S)
+
+
+def where(path: str) -> dict[str, Any]:
+    """Where a step path sits: its id, the foreach items and switch cases around it, outermost first."""
+    tokens = split_path(path)
+    inside: list[dict[str, str]] = []
+    if len(tokens) > 1 and tokens[0] == ON_FAILURE:
+        inside.append({"kind": "on_failure"})
+        tokens = tokens[1:]
+    i = 0
+    while i < len(tokens) - 1:
+        step_id, key = _item(tokens[i])
+        if key is not None:
+            inside.append({"kind": "item", "step": step_id, "key": key})
+            i += 1
+        else:
+            inside.append({"kind": "case", "step": step_id, "case": tokens[i + 1]})
+            i += 2
+    return {"path": path, "step_id": tokens[-1], "inside": inside}
+
+
+def _context_text(place: Mapping[str, Any]) -> str:
+    parts = []
+    for part in reversed(place["inside"]):
+        if part["kind"] == "item":
+            parts.append(f"item {part['key']} of {part['step']}")
+        elif part["kind"] == "case":
+            parts.append(f"case {part['case']} of {part['step']}")
+        else:
+            parts.append("the on_failure handler")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def why(status: str, error: str | None, reason: str | None, filtered_by: str | None) -> dict[str, Any] | None:
+    """The reason behind a non-success status, for the runs list and the run page: which filter stopped
+    a filtered run, which step (inside which item or case) failed or is waiting, and the message."""
+    if status == "succeeded" or (status == "filtered" and filtered_by is None and not error):
+        return {"summary": "stopped by a filter", "step": None} if status == "filtered" else None
+    if status == "filtered":
+        place = where(filtered_by) if filtered_by else None
+        return {"summary": f"stopped by filter {filtered_by}{_context_text(place) if place else ''}",
+                "step": place, "message": None}
+    text = error if status == "failed" else reason
+    if not text:
+        return None
+    match = _STEP_ERROR.match(text)
+    if match is None:
+        return {"summary": text, "step": None, "message": text}
+    place = where(match.group(1))
+    verb = {"failed": "failed at", "waiting": "waiting at", "running": "at"}.get(status, "at")
+    return {"summary": f"{verb} {place['path']}{_context_text(place)}: {match.group(2)}", "step": place,
+            "message": match.group(2)}
+
+
+def resolution(status: str, children: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """A failed run is ``resolved`` by a replay or retry that succeeded, ``retried`` while its newest follow-up
+    has not (that run carries the failure on), and ``unresolved`` when nothing followed it yet."""
+    if status != "failed":
+        return None
+    done = [c for c in children if c["status"] == "succeeded"]
+    if done:
+        return {"state": "resolved", "by": done[0]["id"], "kind": done[0]["replay_kind"]}
+    if children:
+        last = children[-1]
+        return {"state": "retried", "by": last["id"], "kind": last["replay_kind"], "by_status": last["status"]}
+    return {"state": "unresolved", "by": None}

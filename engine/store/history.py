@@ -8,11 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import LargeBinary, exists, func, literal, literal_column, or_, select
+from sqlalchemy import LargeBinary, and_, exists, func, literal, literal_column, or_, select
+from sqlalchemy.orm import aliased
 
 from engine.model import RunDetail, RunRecord, RunStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import EventRow, RunIndexRow, RunRow, StepRunRow, _event_record, _run_record, _step_result
+
+UNRESOLVED = "unresolved"
+"""A status filter meaning failed runs that no replay or retry has followed yet."""
 
 
 @dataclass
@@ -67,6 +71,9 @@ class HistoryStore(StoreBase):
             stmt = stmt.where(RunRow.flow_id == flow)
         if status:
             statuses = [status] if isinstance(status, str) else list(status)
+            if UNRESOLVED in statuses:  # failed runs with no replay or retry yet
+                statuses = [RunStatus.FAILED.value if s == UNRESOLVED else s for s in statuses]
+                stmt = stmt.where(or_(RunRow.status != RunStatus.FAILED.value, self._no_child()))
             stmt = stmt.where(RunRow.status.in_(statuses))
         if since is not None:
             stmt = stmt.where(RunRow.created_at >= since)
@@ -168,6 +175,68 @@ class HistoryStore(StoreBase):
                     .order_by(RunRow.id.desc()).limit(1)
                 ).scalar()
                 out[flow_id]["last_failure"] = _run_record(last) if last else None
+        return out
+
+    # --- the operator's view: reasons, resolution, per-step counts (web.context) ------------------
+
+    @staticmethod
+    def _no_child() -> Any:
+        """A failed run nobody has replayed or retried yet: what the "unresolved failures" view lists."""
+        child = aliased(RunRow)  # probed by ix_runs_parent: the comparison implies its IS NOT NULL
+        return ~exists().where(child.parent_run_id == RunRow.id)
+
+    def run_notes(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """For runs a page shows (at most a few hundred): the filter step that stopped each filtered run and
+        each run's replay/retry children (id, status, kind). Two index lookups, whatever the table size."""
+        ids = list(run_ids)[:1000]
+        out: dict[int, dict[str, Any]] = {i: {"filtered_by": None, "children": []} for i in ids}
+        if not ids:
+            return out
+        with self._tx(write=False) as s:
+            for run_id, path in s.execute(select(StepRunRow.run_id, StepRunRow.path)
+                                          .where(StepRunRow.run_id.in_(ids), StepRunRow.status == "filtered")):
+                out[run_id]["filtered_by"] = path
+            for parent, child, status, kind in s.execute(
+                    select(RunRow.parent_run_id, RunRow.id, RunRow.status, RunRow.replay_kind)
+                    .where(RunRow.parent_run_id.in_(ids)).order_by(RunRow.id)):
+                if parent is not None:
+                    out[parent]["children"].append({"id": child, "status": status, "replay_kind": kind})
+        return out
+
+    def unresolved_counts(self, flow_ids: Sequence[str], cap: int = 1000) -> dict[str, int]:
+        """Per flow, failed runs with no replay or retry yet, counted up to ``cap`` (shown as "1,000+"):
+        each count reads at most ``cap`` entries of ix_runs_flow_status_id."""
+        out: dict[str, int] = {}
+        with self._tx(write=False) as s:
+            for flow_id in flow_ids:
+                inner = (select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.status == RunStatus.FAILED.value,
+                                                 self._no_child()).limit(cap).subquery())
+                out[flow_id] = int(s.execute(select(func.count()).select_from(inner)).scalar() or 0)
+        return out
+
+    def step_stats(self, flow_id: str, since: float, max_runs: int) -> dict[str, tuple[int, int, dict[str, int]]]:
+        """Per step path, over the newest ``max_runs`` runs of the flow created since ``since``: attempts that
+        succeeded, attempts that failed for good (no retry scheduled), and those failures' messages (first 160
+        characters) with counts. Bounded at any volume: the runs are a backward range of ix_runs_flow_created,
+        their records come by step_runs' (run_id, path, attempt) index."""
+        runs = (select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.created_at >= since)
+                .order_by(RunRow.created_at.desc()).limit(max_runs).scalar_subquery())
+        message = func.substr(StepRunRow.error_message, 1, 160).label("message")
+        stmt = (select(StepRunRow.path, StepRunRow.status, message, func.count())
+                .where(StepRunRow.run_id.in_(runs),
+                       or_(StepRunRow.status == "succeeded",
+                           and_(StepRunRow.status == "failed", StepRunRow.retry_at.is_(None))))
+                .group_by(StepRunRow.path, StepRunRow.status, literal_column("message")))
+        out: dict[str, tuple[int, int, dict[str, int]]] = {}
+        with self._tx(write=False) as s:
+            for path, status, text_, count in s.execute(stmt):
+                ok, bad, errors = out.get(path, (0, 0, {}))
+                if status == "succeeded":
+                    ok += count
+                else:
+                    bad += count
+                    errors[text_ or ""] = errors.get(text_ or "", 0) + count
+                out[path] = (ok, bad, errors)
         return out
 
     def runs_by_ids(self, ids: Sequence[int]) -> list[RunRecord]:

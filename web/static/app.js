@@ -95,7 +95,17 @@
     tr.appendChild(when);
     tr.appendChild(el("td", "num", duration(run.duration_ms)));
     tr.appendChild(el("td", "key", run.dedupe_key || ""));
-    tr.appendChild(el("td", "err", truncate(run.error || run.reason || "", 140)));
+    const err = el("td", "err");
+    if (run.why) err.appendChild(el("span", "why", truncate(run.why.summary, 160)));
+    const res = run.resolution;
+    if (res && res.by) {  // the same tag as _runs.html: resolved by, or followed by a replay or retry
+      const link = el("a", res.state === "resolved" ? "tag ok resolved" : "tag retried",
+        res.state === "resolved" ? "resolved by #" + res.by : (res.kind || "followed") + " #" + res.by + " " + res.by_status);
+      link.href = res.url;
+      err.appendChild(document.createTextNode(" "));
+      err.appendChild(link);
+    }
+    tr.appendChild(err);
     return tr;
   }
 
