@@ -86,3 +86,48 @@ def test_call_url_shows_its_host_with_the_token_masked(page: Page, live: Live) -
     step = item.locator('li.step[data-path="lines[sku-3-0].reserve"]')
     expect(step.locator("code.url")).to_contain_text(f"http://{host}/sandbox/crm/stock?sandbox_status=200")
     assert live.env["CRM_TOKEN"] not in page.content()
+
+
+def test_filtered_reason_and_the_unresolved_failures_view(page: Page, live: Live) -> None:
+    filtered = live.send(live.payment(31, event_type="charge.refunded"))
+    assert live.wait_done(filtered) == "filtered"
+    unknown = lines_order(live, 4, [200], channel="fax")
+    page.goto(f"{live.url}/runs")
+    expect(page.locator(f'tr[data-id="{filtered}"] .why')).to_have_text("stopped by filter succeeded_only")
+    expect(page.locator(f'tr[data-id="{unknown}"] .why')).to_contain_text(
+        "failed at route.default.unknown_channel (case default of route): unknown channel fax")
+    page.click("nav >> text=Unresolved failures")
+    expect(page.locator("h1")).to_contain_text("Unresolved failures")
+    expect(page.locator(f'table.runs tr[data-id="{unknown}"]')).to_be_visible()
+    expect(page.locator(f'table.runs tr[data-id="{filtered}"]')).to_have_count(0)
+    page.goto(f"{live.url}/runs/{unknown}")
+    expect(page.locator(".alert.why")).to_contain_text("unresolved")
+    page.click("button:has-text('Replay on original version')")
+    child = int(page.url.rsplit("/", 1)[-1])
+    live.wait_done(child)
+    page.goto(f"{live.url}/runs?status=unresolved")
+    expect(page.locator(f'table.runs tr[data-id="{child}"]')).to_be_visible()  # the failure moved to the replay
+    expect(page.locator(f'table.runs tr[data-id="{unknown}"]')).to_have_count(0)
+    page.goto(f"{live.url}/flows")
+    card = page.locator("section.card", has=page.locator(f'a[href="/flows/{LINES_ID}"]'))
+    expected = live.svc.store.unresolved_counts([LINES_ID])[LINES_ID]  # the earlier tests' failures count too
+    assert expected >= 1
+    expect(card.locator("a.unresolved")).to_have_text(str(expected))
+
+
+def test_flow_diagram_with_counts(page: Page, live: Live) -> None:
+    lines_order(live, 5, [200, 200])
+    lines_order(live, 6, [409])
+    page.goto(f"{live.url}/flows/{LINES_ID}")
+    svg = page.locator("svg.flow-diagram")
+    expect(svg).to_be_visible()
+    reserve = svg.locator('g.node[data-step="reserve"]')
+    expect(reserve).to_have_class("node t-http has-failed")
+    counts = reserve.locator("text.n-counts").text_content() or ""
+    ok, bad = int(counts.split("✓")[1].split()[0]), int(counts.split("✗")[1].split()[0])
+    assert ok >= 2 and bad >= 1
+    expect(reserve.locator("text.n-error")).to_contain_text("409")
+    expect(svg.locator("g.case")).to_have_count(2)
+    expect(svg.locator('g.frame.f-foreach')).to_contain_text("for each item of lines")
+    box = reserve.bounding_box()
+    assert box is not None and box["width"] > 100
