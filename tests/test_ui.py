@@ -571,3 +571,18 @@ def test_flow_diagram_with_counts_per_step(shop: Hookline) -> None:
     assert "has-failed" in node["class"] and "✓ 4" in node.get_text() and "✗ 1" in node.get_text()
     assert "409" in node.select_one("title").get_text()
     assert len(svg.select("line.edge")) == 4  # lines -> decrement, lines -> route, route -> each case
+
+
+def test_search_by_error_text_and_response_status(shop: Hookline) -> None:
+    ok = run_shop(shop, ["a"])
+    bad = run_shop(shop, ["b", "bad"])
+    weird = run_shop(shop, ["c"], status="weird")
+
+    def found(q: str, **extra: str) -> list[int]:
+        return [r["id"] for r in shop.json("/runs.json", query_string={"q": q, **extra})["runs"]]
+
+    assert found("error:CONFLICT") == [bad]
+    assert found("code:409") == [bad] and found("code:500") == []
+    assert found("error:unknown status") == [weird] and found("error:unknown status", status="succeeded") == []
+    assert found("unknown status weird") == [weird]  # plain text: bodies, then why runs failed
+    assert ok not in found("error:a")

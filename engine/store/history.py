@@ -15,6 +15,8 @@ from engine.model import RunDetail, RunRecord, RunStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import EventRow, RunIndexRow, RunRow, StepRunRow, _event_record, _run_record, _step_result
 
+ERROR_FIELDS = ("error", "code")
+"""Search prefixes read from runs' error text (``error:timeout``, ``code:422``), not from index fields."""
 UNRESOLVED = "unresolved"
 """A status filter meaning failed runs that no replay or retry has followed yet."""
 
@@ -80,7 +82,10 @@ class HistoryStore(StoreBase):
         if until is not None:
             stmt = stmt.where(RunRow.created_at < until)
         with self._tx(write=False) as s:
-            if q:
+            field_, _, wanted = q.strip().partition(":") if q else ("", "", "")
+            if q and field_.lower() in ERROR_FIELDS and wanted.strip():
+                stmt = stmt.where(self._error_matches(field_.lower(), wanted.strip(), bool(status)))
+            elif q:
                 exact = self._exact(q)
                 if re.match(r"^[A-Za-z_][\w-]*:\S", q.strip()):  # a search field, order_id:123: index only
                     name, value = (part.strip() for part in q.split(":", 1))
@@ -92,8 +97,9 @@ class HistoryStore(StoreBase):
                     stmt = stmt.where(RunRow.id.in_(list(ids)))
                 elif s.execute(stmt.with_only_columns(RunRow.id).where(exact).limit(1)).first():
                     stmt = stmt.where(exact)
-                else:
-                    stmt = stmt.where(self._body_contains(q))
+                else:  # text in the raw body, or in why the run failed
+                    stmt = stmt.where(or_(self._body_contains(q),
+                                          func.lower(RunRow.error).contains(q.strip().lower(), autoescape=True)))
             if cursor is not None:
                 stmt = stmt.where(RunRow.id < cursor)
             if after is not None:
@@ -114,6 +120,18 @@ class HistoryStore(StoreBase):
             conditions.append(RunRow.id.in_(select(RunIndexRow.run_id).where(
                 RunIndexRow.name == name.strip(), RunIndexRow.value == value.strip())))
         return or_(*conditions)
+
+    @staticmethod
+    def _error_matches(field_: str, wanted: str, has_status: bool) -> Any:
+        """``error:<text>`` (any case) in why a run failed or waits; ``code:<NNN>`` a response status a step
+        got. Only failed and waiting runs carry one, so without a status filter the scan is limited to them
+        (ix_runs_status_id), newest first, stopping at the page size."""
+        text = wanted.lower() if field_ == "error" else f"answered {wanted}"
+        match = or_(func.lower(RunRow.error).contains(text, autoescape=True),
+                    func.lower(RunRow.reason).contains(text, autoescape=True))
+        if has_status:
+            return match
+        return and_(RunRow.status.in_([RunStatus.FAILED.value, RunStatus.WAITING.value]), match)
 
     def _body_contains(self, q: str) -> Any:
         needle = q.strip().encode()

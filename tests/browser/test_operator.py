@@ -131,3 +131,15 @@ def test_flow_diagram_with_counts(page: Page, live: Live) -> None:
     expect(svg.locator('g.frame.f-foreach')).to_contain_text("for each item of lines")
     box = reserve.bounding_box()
     assert box is not None and box["width"] > 100
+
+
+def test_search_by_error_text(page: Page, live: Live) -> None:
+    refused = lines_order(live, 7, [200, 422])
+    page.goto(f"{live.url}/runs")
+    page.fill("input[name=q]", "code:422")
+    page.click("form.filters button")
+    expect(page.locator("table.runs tbody tr")).to_have_count(1)
+    expect(page.locator(f'table.runs tr[data-id="{refused}"] .why')).to_contain_text("item sku-7-1 of lines")
+    page.fill("input[name=q]", "error:UNPROCESSABLE")
+    page.click("form.filters button")
+    expect(page.locator(f'table.runs tr[data-id="{refused}"]')).to_be_visible()
