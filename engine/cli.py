@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -118,6 +119,7 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
             _fail(f"{p}: no such file or directory")
         files.extend(found)
     problems = 0
+    seen: dict[str, Path] = {}
     env = environ()
     connections = _validate_connections(paths or (settings.flows_dir,), env, strict)
     problems += sum(n for _, n in connections.values())
@@ -135,6 +137,12 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
         problems += len(unknown)
         if unknown:
             continue
+        if flow.id in seen:  # the catalog serves one of them; say which files clash, at the id's line
+            click.echo(f"{f}:{_id_line(flow.source)}: id: flow id {flow.id!r} is also the id of {seen[flow.id]}; "
+                       "each flow file needs its own id")
+            problems += 1
+            continue
+        seen[flow.id] = f
         missing = missing_env_vars(flow, env)
         label = "" if strict else "warning: "
         for name in missing:
@@ -146,6 +154,14 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     if problems:
         click.echo(f"{problems} problem(s) in {len(files)} file(s)", err=True)
         sys.exit(1)
+
+
+def _id_line(source: str) -> int:
+    """The line of a flow file's top-level ``id:`` (1 when it is not written on a line of its own)."""
+    for n, line in enumerate(source.splitlines(), 1):
+        if re.match(r"id\s*:", line):
+            return n
+    return 1
 
 
 def _validate_connections(paths: tuple[str, ...], env: Any, strict: bool) -> dict[Path, tuple[Any, int]]:

@@ -395,6 +395,8 @@ def flow_summary(item: Flow | BrokenFlow, stats: Mapping[str, Any], env: Mapping
         "verify": {"provider": verify.provider, "hint": hint(verify)} if verify else None,
         "steps": [{"id": s.id, "type": s.type, "line": s.line, "description": s.description} for s in item.steps],
     }
+
+
 UNRESOLVED_CAP = 1000
 """Unresolved failures are counted up to this many per flow (then shown as 1,000+): bounded at any volume."""
 
@@ -402,8 +404,6 @@ UNRESOLVED_CAP = 1000
 def _unresolved(flow_id: str, count: int) -> dict[str, Any]:
     return {"unresolved": count, "unresolved_capped": count >= UNRESOLVED_CAP,
             "unresolved_url": url_for("ui.runs", flow=flow_id, status=UNRESOLVED)}
-
-
 
 
 def flows_context() -> dict[str, Any]:

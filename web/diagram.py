@@ -53,7 +53,8 @@ class _Drawer:
 
     def size(self, steps: Sequence[Step]) -> tuple[float, float]:
         """Width and height of a step list, without drawing it."""
-        widths, height = [W], 0.0
+        widths: list[float] = [W]
+        height = 0.0
         for i, step in enumerate(steps):
             w, h = self.step_size(step)
             widths.append(w)

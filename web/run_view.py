@@ -125,7 +125,7 @@ def _render_node(node: _Node, flow: Flow | None) -> dict[str, Any]:
                            "origin": origin(final["request"]) if final else None}
     inner: list[str] = []
     if node.items:
-        items = []
+        items: list[dict[str, Any]] = []
         for key, group in node.items.items():
             steps = _render(group, flow)
             status = worst([s["status"] for s in steps])

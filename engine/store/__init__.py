@@ -143,6 +143,18 @@ class History(Protocol):
         """Per flow: counts by status, volume per bucket since ``since``, and its last failure."""
         ...
 
+    def run_notes(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Per shown run: the filter step that stopped it (``filtered_by``) and its replay/retry ``children``."""
+        ...
+
+    def unresolved_counts(self, flow_ids: Sequence[str], cap: int = 1000) -> dict[str, int]:
+        """Per flow: failed runs no replay or retry has followed yet, counted up to ``cap``."""
+        ...
+
+    def step_stats(self, flow_id: str, since: float, max_runs: int) -> dict[str, tuple[int, int, dict[str, int]]]:
+        """Per step path over the newest ``max_runs`` runs since ``since``: succeeded, failed for good, messages."""
+        ...
+
 
 class Replay(Protocol):
     """Operators: a new, linked run on the same event (I5: the parent is never run again)."""
@@ -159,18 +171,6 @@ class Replay(Protocol):
 
 
 class Retention(Protocol):
-    def run_notes(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Per shown run: the filter step that stopped it (``filtered_by``) and its replay/retry ``children``."""
-        ...
-
-    def unresolved_counts(self, flow_ids: Sequence[str], cap: int = 1000) -> dict[str, int]:
-        """Per flow: failed runs no replay or retry has followed yet, counted up to ``cap``."""
-        ...
-
-    def step_stats(self, flow_id: str, since: float, max_runs: int) -> dict[str, tuple[int, int, dict[str, int]]]:
-        """Per step path over the newest ``max_runs`` runs since ``since``: succeeded, failed for good, messages."""
-        ...
-
     """Old history goes, in short transactions that let ingest and workers through."""
 
     def prune(self, *, succeeded_before: float, failed_before: float, batch: int = 500) -> Iterator[int]:
