@@ -278,14 +278,15 @@ def test_cmd(path: str | None) -> None:
 @click.option("--event", "event_file", required=True, help="JSON file with the webhook body.")
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Hookline's base URL.")
 @click.option("--header", "headers", multiple=True, help="Extra K=V header (repeatable).")
-def send(flow: str, event_file: str, url: str, headers: tuple[str, ...]) -> None:
+@click.option("--flows", "flows_dir", default=None, help="Where the flow's file is (default HOOKLINE_FLOWS_DIR).")
+def send(flow: str, event_file: str, url: str, headers: tuple[str, ...], flows_dir: str | None) -> None:
     """POST an event to a running Hookline, signed with the flow's configured secret."""
     import httpx
 
     from engine.presets import sign
 
     settings = _settings()
-    f = _find_flow(flow, settings.flows_dir)
+    f = _find_flow(flow, flows_dir or settings.flows_dir)
     body = json.dumps(_read_event(event_file)).encode()
     hdrs = {"Content-Type": "application/json"}
     for h in headers:

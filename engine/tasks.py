@@ -68,6 +68,23 @@ class HooklineHuey(Huey):  # type: ignore[misc]
         queue_outage.ok()
         return tasks
 
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        """Huey reads revocations from the queue before running a task it already took: during an outage the
+        task still runs (it needs only the database) instead of failing with a traceback."""
+        try:
+            return bool(super().is_revoked(task, timestamp, peek))
+        except queue_errors() as exc:
+            queue_outage.failed(exc, "retrying quietly")
+            return False
+
+    def delete(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        """After a task, Huey clears its revocation key: during an outage that key is simply left to expire."""
+        try:
+            return super().delete(key, *args, **kwargs)
+        except queue_errors() as exc:
+            queue_outage.failed(exc, "retrying quietly")
+            return None
+
 
 def make_huey(settings: Settings) -> Huey:
     if settings.redis_url:
