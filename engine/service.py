@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -29,7 +28,7 @@ from engine.connections.runtime import ConnectionRuntime
 from engine.errors import FlowInvalid, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
-from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
+from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step
 from engine.presets import secret_fields
 from engine.runner import resume_maps, run_flow
 from engine.steps import RunOptions
@@ -65,56 +64,6 @@ def make_http_client(settings: Settings) -> httpx.Client:
 @lru_cache(maxsize=256)
 def _compile(version: str, source: str, path: str) -> Flow:
     return load_flow(source, path or f"<flow version {version}>")
-
-
-@dataclass
-class _StoreRecorder:
-    """Backs the runner's Recorder with the store, renewing the lease at every write.
-
-    A step with side effects commits its start before it runs (not synced to disk: RunStore.step_started),
-    and its result before the next step with side effects starts (I7), in the same transaction as that
-    start, or, when none follows, as the run's outcome. Results of pure steps (filter, transform) ride
-    with the next write too: they are cheap to recompute. A crash can repeat at most the one call whose
-    result was not committed, with the same Idempotency-Key (I6).
-
-    A fresh run is claimed lazily (``claim_at``): the first write takes it. So a run with N calls
-    commits N + 1 times (a one-call run: start, outcome), and only the first of those skips the flush.
-    """
-
-    store: RunStore
-    run_id: int
-    owner: str
-    lease_s: float
-    default_timeout: float
-    claim_at: float | None = None  # a lazy claim: the first write takes the run (then None)
-    pending: list[StepResult] = field(default_factory=list)
-    started: set[tuple[str, int]] = field(default_factory=set)
-    completed: StepResult | None = None
-
-    def _until(self, step: Step | None = None) -> float:
-        timeout = getattr(getattr(step, "config", None), "timeout", None) or self.default_timeout
-        return time.time() + self.lease_s + timeout
-
-    def step_started(self, step: Step, path: str, attempt: int, started_at: float, idempotency_key: str) -> None:
-        self.store.step_started(
-            self.run_id, self.owner,
-            StepResult(path, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
-                       idempotency_key=idempotency_key),
-            self._until(step), earlier=self.pending, completed=self.completed, claim_at=self.claim_at,
-        )
-        self.pending, self.completed, self.claim_at = [], None, None
-        self.started.add((path, attempt))
-
-    def step_finished(self, result: StepResult) -> None:
-        if (result.path, result.attempt) in self.started:
-            self.completed = result  # its `running` row is completed by the next write
-        else:
-            self.pending.append(result)
-
-    def finish(self, result: RunResult) -> None:
-        self.store.finish(self.run_id, self.owner, result, steps=self.pending, completed=self.completed,
-                          claim_at=self.claim_at)
-        self.pending, self.completed, self.claim_at = [], None, None
 
 
 class _StoreGate:
@@ -286,7 +235,8 @@ class Service:
 
     def execute_run(self, run_id: int) -> RunStatus | None:
         """Claim and run; None when another worker has it, it is finished, or it must wait its turn."""
-        claim = self.store.claim(run_id, self.owner, self.settings.lease_s, lazy=True)
+        claim = self.store.claim(run_id, self.owner, self.settings.lease_s, lazy=True,
+                                 default_timeout=self.settings.http_timeout_s)
         if claim is None:
             return None
         run = claim.run
@@ -295,15 +245,13 @@ class Service:
                 flow = self.flow_version(run.flow_version, claim.source, claim.path)
             except FlowInvalid as exc:
                 result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
-                self.store.finish(run_id, self.owner, result, claim_at=claim.claim_at)
+                claim.close(result)
                 return result.status
             done, attempts = resume_maps(claim.steps)
-            recorder = _StoreRecorder(self.store, run_id, self.owner, self.settings.lease_s,
-                                      self.settings.http_timeout_s, claim_at=claim.claim_at)
             info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
-            result = run_flow(flow, make_event(claim.event, flow.trigger), http=self.http, recorder=recorder, run=info,
+            result = run_flow(flow, make_event(claim.event, flow.trigger), http=self.http, recorder=claim, run=info,
                               env=self.env, done=done, attempts=attempts, options=self.options, gate=self.gate)
-            recorder.finish(result)
+            claim.close(result)  # with the results not yet written (the unit of work batches them)
         except LeaseLost as exc:
             log.warning("%s; stopping", exc)
             return None
@@ -388,13 +336,13 @@ class Service:
         return new_id
 
     def retry_from_failed(self, run_id: int) -> int:
-        """A new run that keeps the parent's succeeded steps and starts at the failed one."""
-        detail = self._detail(run_id)
-        if detail.run.status is not RunStatus.FAILED:
-            raise ValueError(f"run {run_id} is {detail.run.status}, only failed runs can be retried from a step")
-        failed = [s for s in detail.steps if s.status.value == "failed"]
-        start = failed[-1].path if failed else None
-        new_id = self.store.create_linked_run(run_id, "retry", detail.run.flow_version, keep_steps_before=start)
+        """A new run that keeps what the parent finished for good (store.replay.kept) and runs the rest again."""
+        record = self.store.get_run_record(run_id)
+        if record is None:
+            raise KeyError(run_id)
+        if record.status is not RunStatus.FAILED:
+            raise ValueError(f"run {run_id} is {record.status}, only failed runs can be retried from a step")
+        new_id = self.store.create_linked_run(run_id, "retry", record.flow_version, keep_done=True)
         self._enqueue(new_id, 0.0)
         return new_id
 

@@ -29,9 +29,10 @@ def fill(store: RunStore, n: int, *, age_days: float, status: RunStatus, body_kb
         run_id = store.accept(flow_id="f", version="v1", source="steps: []", path="f.yaml", method="POST", query="",
                               headers=[], body=os.urandom(body_kb * 512).hex().encode(), content_type="",
                               dedupe_key=None, now=now).run_id
-        store.claim(run_id, "w", lease_s=9e9, now=now)
-        store.finish(run_id, "w", RunResult(status), now=now,
-                     steps=[StepResult("s", StepStatus.SUCCEEDED, output={"i": i})])
+        claim = store.claim(run_id, "w", lease_s=9e9, now=now)
+        assert claim is not None
+        claim.step_finished(StepResult("s", StepStatus.SUCCEEDED, output={"i": i}))
+        claim.close(RunResult(status), now=now)
         ids.append(run_id)
     return ids
 

@@ -6,8 +6,10 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from engine.model import RunStatus, StepStatus
-from engine.store import LeaseLost
+from engine.store import Claim, LeaseLost
 from tests.support import Target
 
 FLOW = """
@@ -108,7 +110,8 @@ def test_filtered_runs_end_filtered(make_service: Any, db_url: str, target: Targ
     assert svc.store.get_run_record(run_id).status is RunStatus.FILTERED and target.requests() == []
 
 
-def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_url: str, target: Target) -> None:
+def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_url: str, target: Target,
+                                                          monkeypatch: Any) -> None:
     """Simulate a SIGKILL between a step's start and its result: the next claimer retries that step only."""
     svc, queue = make_service({"orders": FLOW.format(url=target.url)}, db_url, lease_s=0.2)
     run_id = accept(svc, {"id": "o1", "type": "paid"}).run_id
@@ -116,27 +119,25 @@ def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_
     class Dies(Exception):
         pass
 
-    original = svc.store.finish
-
-    def die_before_the_last_result_is_committed(*args: Any, **kwargs: Any) -> None:
-        assert kwargs["completed"].path == "notify"  # the last step's result goes with the outcome
+    def die_before_the_last_result_is_committed(claim: Claim, *args: Any, **kwargs: Any) -> None:
+        assert [r.path for r in claim.completed] == ["notify"]  # the last step's result goes with the outcome
         raise Dies()
 
-    svc.store.finish = die_before_the_last_result_is_committed
-    queue.items.clear()
-    try:
-        svc.execute_run(run_id)
-    except Dies:
-        pass
-    svc.store.finish = original
+    with monkeypatch.context() as patched:
+        patched.setattr(Claim, "close", die_before_the_last_result_is_committed)
+        queue.items.clear()
+        try:
+            svc.execute_run(run_id)
+        except Dies:
+            pass
     record = svc.store.get_run_record(run_id)
     assert record.status is RunStatus.RUNNING
     # the lease covers lease_s plus the step's timeout; look at the world just after it expires
     after_expiry = record.lease_expires_at + 1
     assert svc.reap(now=after_expiry) == [run_id]
     original_claim = svc.store.claim
-    svc.store.claim = lambda rid, owner, lease_s, now=None, lazy=False: original_claim(rid, owner, lease_s,
-                                                                                now=after_expiry, lazy=lazy)
+    svc.store.claim = lambda rid, owner, lease_s, now=None, **kw: original_claim(rid, owner, lease_s,
+                                                                          now=after_expiry, **kw)
     drain(svc, queue)
     detail = svc.store.get_run(run_id)
     assert detail.run.status is RunStatus.SUCCEEDED
@@ -150,13 +151,13 @@ def test_worker_death_mid_step_is_recovered_with_same_key(make_service: Any, db_
 def test_lost_lease_stops_the_old_worker(make_service: Any, db_url: str, target: Target) -> None:
     svc, _queue = make_service({"orders": FLOW.format(url=target.url)}, db_url)
     run_id = accept(svc, {"id": "o1", "type": "paid"}).run_id
-    assert svc.store.claim(run_id, "old", lease_s=1, now=1000.0) is not None
+    from engine.model import RunResult
+
+    old = svc.store.claim(run_id, "old", lease_s=1, now=1000.0)
+    assert old is not None
     assert svc.store.claim(run_id, "new", lease_s=1e9) is not None
-    try:
-        svc.store.finish(run_id, "old", __import__("engine.model", fromlist=["RunResult"]).RunResult(RunStatus.FAILED))
-        raise AssertionError("expected LeaseLost")
-    except LeaseLost:
-        pass
+    with pytest.raises(LeaseLost):
+        old.close(RunResult(RunStatus.FAILED))
 
 
 ORDERED = """

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from engine.errors import StoreUnavailable
-from engine.model import RunResult, RunStatus, StepResult, StepStatus
-from engine.store import LeaseLost, RunStore
+from engine.model import RunResult, RunStatus, Step, StepResult, StepStatus
+from engine.store import Claim, LeaseLost, RunStore
 
 
 def accept(store: RunStore, key: str | None = "k1", order: str | None = None, body: bytes = b'{"id": 1}',
@@ -21,6 +21,17 @@ def accept(store: RunStore, key: str | None = "k1", order: str | None = None, bo
     return store.accept(flow_id=flow, version="v1", source="steps: []", path="f.yaml", method="POST", query="",
                         headers=[("Content-Type", "application/json")], body=body, content_type="application/json",
                         dedupe_key=key, order_key=order).run_id
+
+
+def call(path: str = "call", index: int = 0) -> Step:
+    """A step with side effects, as the runner hands it to the recorder."""
+    return Step(path, "http", None, index=index)
+
+
+def claimed(store: RunStore, run_id: int, owner: str = "w1", **kw: Any) -> Claim:
+    claim = store.claim(run_id, owner, lease_s=30, **kw)
+    assert claim is not None
+    return claim
 
 
 def test_accept_stores_raw_event_and_queued_run(store: RunStore) -> None:
@@ -61,23 +72,18 @@ def test_concurrent_duplicates_make_one_run(store: RunStore) -> None:
 
 def test_claim_is_exclusive_and_lease_expiry_hands_over(store: RunStore) -> None:
     run_id = accept(store)
-    assert store.claim(run_id, "w1", lease_s=30, now=1000.0) is not None
+    first = claimed(store, run_id, now=1000.0)
     assert store.claim(run_id, "w2", lease_s=30, now=1010.0) is None  # leased
     claim = store.claim(run_id, "w2", lease_s=30, now=1031.0)  # expired: taken over
     assert claim is not None and claim.run.lease_owner == "w2"
-    try:
-        store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED))
-        raise AssertionError("the old owner must not finish the run")
-    except LeaseLost:
-        pass
+    with pytest.raises(LeaseLost):  # the old owner must not finish the run
+        first.close(RunResult(RunStatus.SUCCEEDED))
 
 
 def test_interrupted_attempt_is_marked_and_counted(store: RunStore) -> None:
     run_id = accept(store)
-    store.claim(run_id, "w1", lease_s=30, now=1000.0)
-    store.step_started(run_id, "w1", StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0,
-                                                idempotency_key="k"), lease_until=1030.0)
-    claim = store.claim(run_id, "w2", lease_s=30, now=2000.0)
+    claimed(store, run_id, now=1000.0).step_started(call(), "call", 1, 1000.0, "k")
+    claim = store.claim(run_id, "w2", lease_s=30, now=time.time() + 3600)  # the start renewed the lease from now
     assert claim is not None
     [step] = claim.steps
     assert step.status is StepStatus.FAILED and step.error_type == "Interrupted" and step.idempotency_key == "k"
@@ -85,8 +91,9 @@ def test_interrupted_attempt_is_marked_and_counted(store: RunStore) -> None:
 
 def test_finish_and_terminal_runs_cannot_be_claimed(store: RunStore) -> None:
     run_id = accept(store)
-    store.claim(run_id, "w1", lease_s=30)
-    store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED), steps=[StepResult("t", StepStatus.SUCCEEDED, output={"a": 1})])
+    claim = claimed(store, run_id)
+    claim.step_finished(StepResult("t", StepStatus.SUCCEEDED, output={"a": 1}))
+    claim.close(RunResult(RunStatus.SUCCEEDED))
     assert store.claim(run_id, "w2", lease_s=30, now=9e12) is None
     detail = store.get_run(run_id)
     assert detail is not None and detail.run.status is RunStatus.SUCCEEDED and detail.steps[0].output == {"a": 1}
@@ -100,12 +107,11 @@ def test_lazy_claim_reads_a_fresh_run_and_its_first_write_takes_it(store: RunSto
     assert a is not None and b is not None and a.claim_at == 1000.0 and a.event.body == b'{"id": 1}'
     assert a.source == "steps: []" and a.steps == []
     assert store.get_run(run_id).run.status is RunStatus.QUEUED  # type: ignore[union-attr]  # only read
-    call = StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0, idempotency_key="k")
-    store.step_started(run_id, "w1", call, lease_until=9e12, earlier=[StepResult("t", StepStatus.SUCCEEDED)],
-                       claim_at=a.claim_at)
+    for claim in (a, b):
+        claim.step_finished(StepResult("t", StepStatus.SUCCEEDED))
+    a.step_started(call(), "call", 1, 1000.0, "k")
     with pytest.raises(LeaseLost, match="taken by another worker"):
-        store.step_started(run_id, "w2", call, lease_until=9e12, earlier=[StepResult("t", StepStatus.SUCCEEDED)],
-                           claim_at=b.claim_at)
+        b.step_started(call(), "call", 1, 1000.0, "k")
     detail = store.get_run(run_id)
     assert detail is not None and detail.run.status is RunStatus.RUNNING and detail.run.lease_owner == "w1"
     assert detail.run.started_at == 1000.0 and [s.path for s in detail.steps] == ["t", "call"]
@@ -116,17 +122,18 @@ def test_lazy_claim_of_a_run_that_ends_at_once(store: RunStore) -> None:
     run_id = accept(store)
     claim = store.claim(run_id, "w1", lease_s=30, now=1000.0, lazy=True)
     assert claim is not None
-    store.finish(run_id, "w1", RunResult(RunStatus.FILTERED), now=1000.5,
-                 steps=[StepResult("only_paid", StepStatus.FILTERED)], claim_at=claim.claim_at)
+    other = claimed(store, run_id, "w2", now=1000.2, lazy=True)
+    claim.step_finished(StepResult("only_paid", StepStatus.FILTERED))
+    claim.close(RunResult(RunStatus.FILTERED), now=1000.5)
     record = store.get_run_record(run_id)
     assert record is not None and record.status is RunStatus.FILTERED and record.lease_owner is None
     assert (record.started_at, record.finished_at) == (1000.0, 1000.5)
     with pytest.raises(LeaseLost):  # a second reader finds it done
-        store.finish(run_id, "w2", RunResult(RunStatus.SUCCEEDED), claim_at=1000.2)
+        other.close(RunResult(RunStatus.SUCCEEDED))
 
 
-def test_only_a_step_start_commits_without_waiting_for_the_disk(store: RunStore) -> None:
-    """I1 and I5 survive a power cut: acceptance, results and outcomes are synced; a step's start is not."""
+def sync_levels(store: RunStore) -> list[str]:
+    """The sync level of every commit from now on: "durable" (waits for the disk) or "lax"."""
     from sqlalchemy import event
 
     levels: list[str] = []
@@ -139,20 +146,51 @@ def test_only_a_step_start_commits_without_waiting_for_the_disk(store: RunStore)
             levels.append({"off": "lax", "on": "durable"}[raw.execute("SHOW synchronous_commit").fetchone()[0]])
 
     event.listen(store.engine, "commit", on_commit)
+    return levels
+
+
+def test_only_a_step_start_commits_without_waiting_for_the_disk(store: RunStore) -> None:
+    """I1 and I5 survive a power cut: acceptance, results and outcomes are synced; a step's start is not."""
+    levels = sync_levels(store)
     run_id = accept(store)
     claim = store.claim(run_id, "w1", lease_s=30, lazy=True)
     assert claim is not None
     del levels[1:]  # the claim's read
-    call = StepResult("call", StepStatus.RUNNING, 1, started_at=1000.0, idempotency_key="k")
-    store.step_started(run_id, "w1", call, lease_until=9e12, claim_at=claim.claim_at)
-    store.step_started(run_id, "w1", StepResult("next", StepStatus.RUNNING, 1), lease_until=9e12,
-                       completed=StepResult("call", StepStatus.SUCCEEDED, 1))  # carries a result
-    store.finish(run_id, "w1", RunResult(RunStatus.SUCCEEDED), completed=StepResult("next", StepStatus.SUCCEEDED, 1))
+    claim.step_started(call(), "call", 1, 1000.0, "k")
+    claim.step_finished(StepResult("call", StepStatus.SUCCEEDED, 1))
+    claim.step_started(call("next", 1), "next", 1, 1000.1, "k2")  # carries a result
+    claim.step_finished(StepResult("next", StepStatus.SUCCEEDED, 1))
+    claim.close(RunResult(RunStatus.SUCCEEDED))
     accept(store, key="k2")
     assert levels == ["durable", "lax", "durable", "durable", "durable"]
     detail = store.get_run(run_id)
     assert detail is not None and [(s.path, s.status) for s in detail.steps] == [
         ("call", StepStatus.SUCCEEDED), ("next", StepStatus.SUCCEEDED)]
+
+
+def test_results_of_attempts_in_flight_together_ride_with_the_next_write(store: RunStore) -> None:
+    """A foreach with concurrency 2: two calls start before either result arrives. Each start commits (the
+    second carries no result: not synced); both results are synced with the next start (I7), and the lease
+    covers the slowest call in flight."""
+    run_id = accept(store)
+    claim = claimed(store, run_id, lazy=True, default_timeout=10.0)
+    levels = sync_levels(store)
+    slow = Step("lines[0].post", "http", type("Config", (), {"timeout": 600.0})(), index=0)
+    claim.step_started(slow, "lines[0].post", 1, 1000.0, "k0")
+    claim.step_started(call("post", 0), "lines[1].post", 1, 1000.0, "k1")
+    assert claim.lease_until is not None and claim.lease_until - time.time() > 600  # the slow call is in flight
+    claim.step_finished(StepResult("lines[1].post", StepStatus.SUCCEEDED, 1, output=1))
+    claim.step_finished(StepResult("lines[0].post", StepStatus.SUCCEEDED, 1, output=0))
+    claim.step_finished(StepResult("total", StepStatus.SUCCEEDED, output=2))  # a pure step after the loop
+    claim.step_started(call("notify", 1), "notify", 1, 1000.2, "k2")
+    assert claim.lease_until - time.time() < 60  # nothing slow in flight any more
+    claim.step_finished(StepResult("notify", StepStatus.SUCCEEDED, 1))
+    claim.close(RunResult(RunStatus.SUCCEEDED))
+    assert levels == ["lax", "lax", "durable", "durable"]
+    detail = store.get_run(run_id)
+    assert detail is not None and [(s.path, s.status, s.output) for s in detail.steps] == [
+        ("lines[0].post", StepStatus.SUCCEEDED, 0), ("lines[1].post", StepStatus.SUCCEEDED, 1),
+        ("total", StepStatus.SUCCEEDED, 2), ("notify", StepStatus.SUCCEEDED, None)]
 
 
 def test_lazy_claim_leases_at_once_what_is_not_fresh(store: RunStore) -> None:
@@ -161,8 +199,7 @@ def test_lazy_claim_leases_at_once_what_is_not_fresh(store: RunStore) -> None:
     claim = store.claim(ordered, "w1", lease_s=30, now=1000.0, lazy=True)
     assert claim is not None and claim.claim_at is None and claim.run.lease_owner == "w1"
     retried = accept(store, key="r")
-    store.claim(retried, "w1", lease_s=30, now=1000.0)
-    store.finish(retried, "w1", RunResult(RunStatus.WAITING, next_attempt_at=1100.0), now=1000.0)
+    claimed(store, retried, now=1000.0).close(RunResult(RunStatus.WAITING, next_attempt_at=1100.0), now=1000.0)
     claim = store.claim(retried, "w2", lease_s=30, now=1100.0, lazy=True)
     assert claim is not None and claim.claim_at is None and claim.run.lease_owner == "w2"
     assert store.claim(retried, "w3", lease_s=30, now=1100.0, lazy=True) is None
@@ -170,8 +207,7 @@ def test_lazy_claim_leases_at_once_what_is_not_fresh(store: RunStore) -> None:
 
 def test_waiting_runs_are_not_claimed_before_their_time(store: RunStore) -> None:
     run_id = accept(store)
-    store.claim(run_id, "w1", lease_s=30, now=1000.0)
-    store.finish(run_id, "w1", RunResult(RunStatus.WAITING, next_attempt_at=1100.0), now=1000.0)
+    claimed(store, run_id, now=1000.0).close(RunResult(RunStatus.WAITING, next_attempt_at=1100.0), now=1000.0)
     assert store.claim(run_id, "w2", lease_s=30, now=1050.0) is None
     assert store.claim(run_id, "w2", lease_s=30, now=1100.0) is not None
 
@@ -196,8 +232,7 @@ def test_order_key_blocks_later_runs(store: RunStore) -> None:
     assert store.claim(second, "w", lease_s=30) is None
     assert "waiting for run" in (store.get_run_record(second).reason or "")  # type: ignore[union-attr]
     assert store.claim(other, "w", lease_s=30) is not None
-    assert store.claim(first, "w", lease_s=30) is not None
-    store.finish(first, "w", RunResult(RunStatus.FAILED, error="x"))
+    claimed(store, first, "w").close(RunResult(RunStatus.FAILED, error="x"))
     assert store.next_in_order("f", "order-1") == second
     assert store.claim(second, "w", lease_s=30) is not None
 
@@ -215,17 +250,46 @@ def test_list_runs_keyset_filters_and_search(store: RunStore) -> None:
     assert len(store.list_runs(flow="f", status=["queued"]).runs) == 7
 
 
-def test_linked_runs_keep_succeeded_steps_before_the_failed_one(store: RunStore) -> None:
+def test_a_retry_keeps_what_ended_for_good_except_error_handlers(store: RunStore) -> None:
+    """Copied: records whose resume state says succeeded, skipped or continued, with that state, wherever they
+    stand (loops and concurrency make the order meaningless). Not copied: failures, records without state, and
+    the on_failure handler's steps, which run again in the new run."""
     run_id = accept(store)
-    store.claim(run_id, "w", lease_s=30)
-    store.finish(run_id, "w", RunResult(RunStatus.FAILED), steps=[
-        StepResult("a", StepStatus.SUCCEEDED, output=1), StepResult("b", StepStatus.FAILED, error_message="x"),
-        StepResult("c", StepStatus.SUCCEEDED, output=3)])
-    child = store.create_linked_run(run_id, "retry", "v1", keep_steps_before="b")
+    claim = claimed(store, run_id, "w")
+    for r in [StepResult("lines[1].reserve", StepStatus.SUCCEEDED, output=1, state={"status": "succeeded", "v": 1}),
+              StepResult("b", StepStatus.FAILED, error_message="x", state={"status": "failed"}),
+              StepResult("lines[0].reserve", StepStatus.SUCCEEDED, state={"status": "succeeded", "v": 0}),
+              StepResult("route", StepStatus.SKIPPED, state={"status": "skipped"}),
+              StepResult("audit", StepStatus.FAILED, state={"status": "continued", "output": {"error": "e"}}),
+              StepResult("c", StepStatus.SUCCEEDED, output=3),  # an attempt record without resume state
+              StepResult("on_failure.page", StepStatus.SUCCEEDED, state={"status": "succeeded"})]:
+        claim.step_finished(r)
+    claim.close(RunResult(RunStatus.FAILED))
+    child = store.create_linked_run(run_id, "retry", "v1", keep_done=True)
     detail = store.get_run(child)
     assert detail is not None and detail.run.parent_run_id == run_id and detail.run.replay_kind == "retry"
-    assert [s.path for s in detail.steps] == ["a"]
+    assert [s.path for s in detail.steps] == ["lines[1].reserve", "lines[0].reserve", "route", "audit"]
     assert [c.id for c in store.get_run(run_id).children] == [child]  # type: ignore[union-attr]
+    resumed = claimed(store, child, "w2")
+    assert [s.state for s in resumed.steps] == [{"status": "succeeded", "v": 1}, {"status": "succeeded", "v": 0},
+                                                {"status": "skipped"}, {"status": "continued", "output": {"error": "e"}}]
+    assert store.get_run(store.create_linked_run(run_id, "replay", "v1")).steps == []  # type: ignore[union-attr]
+
+
+def test_pages_never_read_the_resume_state(store: RunStore) -> None:
+    """get_run leaves step_runs.state out of its SELECT (deferred); only claims and retry copies read it."""
+    from sqlalchemy import event
+
+    run_id = accept(store)
+    claim = claimed(store, run_id, "w")
+    claim.step_finished(StepResult("t", StepStatus.SUCCEEDED, output={"shown": 1}, state={"status": "succeeded"}))
+    claim.close(RunResult(RunStatus.SUCCEEDED))
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    detail = store.get_run(run_id)
+    assert detail is not None and detail.steps[0].output == {"shown": 1} and detail.steps[0].state is None
+    steps_sql = [sql for sql in statements if "FROM step_runs" in sql]
+    assert steps_sql and not any("step_runs.state" in sql for sql in steps_sql), steps_sql
 
 
 def test_flow_stats_and_volume(store: RunStore) -> None:
@@ -238,8 +302,7 @@ def test_flow_stats_and_volume(store: RunStore) -> None:
     since = time.time() - 3600
     f_failed, h_failed = accept(store, key="f0"), accept(store, key="h0", flow="h")
     for run_id in (f_failed, h_failed):
-        store.claim(run_id, "w", lease_s=30)
-        store.finish(run_id, "w", RunResult(RunStatus.FAILED, error="boom"))
+        claimed(store, run_id, "w").close(RunResult(RunStatus.FAILED, error="boom"))
     created = {f_failed: 10, accept(store, key="f1"): 610, accept(store, key="f2"): 620, accept(store, key="f3"): -10,
                accept(store, key="g0", flow="g"): 1300, h_failed: -7200, accept(store, key="x0", flow="x"): 10}
     with store.engine.begin() as c:

@@ -12,7 +12,8 @@ composed of one part per interface (a module each) over StoreBase (engine/store/
 the engine, the driver tuning and the transactions:
 
     ingest.py        Ingest          accept, flow versions
-    execution.py     Execution       claim (a Claim), step and run writes, due_runs, next_in_order
+    execution.py     Execution       claim -> a Claim (the UnitOfWork of one execution), due_runs,
+                     UnitOfWork      next_in_order; the Claim owns the write batching of a run
     history.py       History         get_run, list_runs, ids_matching, flow_stats, runs_by_ids, ...
     replay.py        Replay          create_linked_run(s)
     retention.py     Retention       prune, reclaim_space
@@ -28,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.destinations import Destination, Limits, Verdict
-from engine.model import RunDetail, RunRecord, RunResult, StepResult
+from engine.model import RunDetail, RunRecord, RunResult, Step, StepResult
 from engine.store.connect import begin_immediate, make_engine
 from engine.store.destinations import DestinationStore
 from engine.store.execution import Claim, ExecutionStore, LeaseLost
@@ -52,7 +53,7 @@ from engine.store.schema import (
 __all__ = [
     "Accepted", "Base", "Claim", "DestinationRow", "DestinationSlotRow", "Destinations", "EventRow", "Execution",
     "FlowVersionRow", "History", "Ingest", "LeaseLost", "Replay", "Retention", "RunIndexRow", "RunPage", "RunRow",
-    "RunStore", "Sandbox", "SandboxRequestRow", "StepRunRow", "begin_immediate", "make_engine",
+    "RunStore", "Sandbox", "SandboxRequestRow", "StepRunRow", "UnitOfWork", "begin_immediate", "make_engine",
 ]
 
 
@@ -83,21 +84,15 @@ class Ingest(Protocol):
 class Execution(Protocol):
     """Workers: at most one executes a run (a lease), a dead worker's run is taken over (I4)."""
 
-    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None,
-              lazy: bool = False) -> Claim | None:
-        """The run with all it needs to continue, or None when it is leased, done, or waits its turn (I8)."""
-        ...
+    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None, lazy: bool = False,
+              default_timeout: float = 0.0) -> Claim | None:
+        """The run's unit of work (a UnitOfWork), or None when it is leased, done, or waits its turn (I8).
 
-    def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float,
-                     earlier: Sequence[StepResult] = (), completed: StepResult | None = None,
-                     claim_at: float | None = None) -> None:
-        """Record a step with side effects as running, with the results before it; LeaseLost if not ours."""
-        ...
-
-    def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None,
-               steps: Sequence[StepResult] = (), completed: StepResult | None = None,
-               claim_at: float | None = None) -> None:
-        """Record the run's outcome and release the lease, with the results not yet written."""
+        An attempt a dead worker left `running` is recorded failed (Interrupted) and counts as an attempt.
+        ``lazy``: a fresh run is only read; the unit of work's first write takes it (LeaseLost if another
+        worker's write took it first). The lease lasts ``lease_s`` plus the timeout of the calls in flight
+        (``default_timeout`` when a step sets none).
+        """
         ...
 
     def due_runs(self, now: float, queued_grace: float, requeue_after: float, limit: int = 500) -> list[int]:
@@ -106,6 +101,27 @@ class Execution(Protocol):
 
     def next_in_order(self, flow_id: str, order_key: str) -> int | None:
         """The oldest unfinished run of an order key (I8), to enqueue once its predecessor ended."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One execution of one claimed run (engine.store.execution.Claim): the runner's Recorder, plus close.
+
+    It owns the write batching: what is pending (results not yet written), what rides with the next write,
+    and until when the lease must hold. Every method raises LeaseLost when the run is no longer ours.
+    """
+
+    def step_started(self, step: Step, path: str, attempt: int, started_at: float, idempotency_key: str) -> None:
+        """Commit the attempt as running before its call, with every result kept since the last write;
+        synced only when it carries a started attempt's result (I7)."""
+        ...
+
+    def step_finished(self, result: StepResult) -> None:
+        """Keep an attempt's result for the next write (several attempts may be in flight)."""
+        ...
+
+    def close(self, result: RunResult, now: float | None = None) -> None:
+        """Commit the outcome with every result not yet written and release the lease (one synced commit)."""
         ...
 
 
@@ -159,14 +175,15 @@ class History(Protocol):
 class Replay(Protocol):
     """Operators: a new, linked run on the same event (I5: the parent is never run again)."""
 
-    def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_steps_before: str | None = None,
+    def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_done: bool = False,
                           now: float | None = None) -> int:
-        """One linked, queued run on ``version``; KeyError when the parent is gone."""
+        """One linked, queued run on ``version``; RunNotFound when the parent is gone. ``keep_done`` (a retry)
+        copies the parent's records of paths done for good with their resume state (replay.kept)."""
         ...
 
-    def create_linked_runs(self, parents: Sequence[tuple[int, str]], kind: str, *,
-                           keep_steps_before: str | None = None, now: float | None = None) -> list[int]:
-        """Linked runs for many (parent id, flow version) pairs, in order; KeyError if a parent is gone."""
+    def create_linked_runs(self, parents: Sequence[tuple[int, str]], kind: str, *, keep_done: bool = False,
+                           now: float | None = None) -> list[int]:
+        """Linked runs for many (parent id, flow version) pairs, in order; RunNotFound if a parent is gone."""
         ...
 
 
@@ -227,6 +244,9 @@ if TYPE_CHECKING:  # mypy proves here that RunStore provides every interface abo
 
     def _provides(store: RunStore) -> tuple[Ingest, Execution, History, Replay, Retention, Destinations, Sandbox]:
         return store, store, store, store, store, store, store
+
+    def _works(claim: Claim) -> UnitOfWork:
+        return claim
 
 
 from engine import connection_store as _connection_store  # noqa: E402,F401  its table is part of the schema

@@ -1,17 +1,14 @@
-"""Execution (I4, I5, I7, I8): claims with leases, step and run writes, the reaper's due runs, ordering."""
+"""Execution (I4, I5, I7, I8): claims with leases, the unit of work that writes a run, due runs, ordering."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, true, update
-from sqlalchemy.engine import Connection
 
-from engine.errors import EngineError
-from engine.model import TERMINAL, EventRecord, RunRecord, RunResult, RunStatus, StepResult, StepStatus
+from engine.errors import LeaseLost as LeaseLost  # engine.store.LeaseLost, as before it moved to engine.errors
+from engine.model import TERMINAL, EventRecord, RunRecord, RunResult, RunStatus, Step, StepResult, StepStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import (
     RunRow,
@@ -66,39 +63,110 @@ _FINISHED_FIELDS = ("status", "finished_at", "input", "output", "request", "resp
 _INTERRUPTED = ("the worker stopped during this attempt; it is retried with the same Idempotency-Key")
 
 
-class LeaseLost(EngineError):
-    """Another worker took this run over (our lease expired); stop without writing more."""
-
-
-
-@dataclass
 class Claim:
-    """A run this worker now owns, with all it needs to continue.
+    """The unit of work of one execution of a run: what it needs to continue, and every write it makes.
 
-    ``claim_at`` is set when the run was only read (a lazy claim of a fresh run): the first write
-    passes it on and takes the run then, or finds it taken and raises LeaseLost.
+    It backs the runner's Recorder (engine.runner) and owns the write batching: a step with side effects
+    commits its start before it runs (step_started: not synced to disk, see StoreBase._conn) and its result
+    rides with the next write, the next start (synced) or the run's outcome (close). Results of pure steps
+    (filter, transform) ride with the next write too: they are cheap to recompute. So every result is synced
+    before the next call starts (I7) and a crash repeats only calls whose result was not committed, with the
+    same Idempotency-Key (I6). Several attempts may be in flight at once (a foreach with ``concurrency``): every
+    result that arrived by the next write rides with it. The runner serializes the calls, so no lock here.
+
+    A fresh run is claimed lazily (``claim_at`` set): the first write takes it, or raises LeaseLost when
+    another worker's write took it first. So a run with N calls commits N + 1 times (a one-call run: start,
+    outcome), and only the first of those skips the flush. Every write renews the lease to ``lease_s`` plus
+    the longest timeout among the calls in flight (``lease_until``); a write after losing it raises LeaseLost.
     """
 
-    run: RunRecord
-    event: EventRecord
-    source: str
-    path: str
-    steps: list[StepResult]
-    claim_at: float | None = None
+    def __init__(self, store: StoreBase, owner: str, run: RunRecord, event: EventRecord, source: str, path: str,
+                 steps: list[StepResult], *, lease_s: float, default_timeout: float,
+                 claim_at: float | None = None) -> None:
+        self.run, self.event, self.source, self.path, self.steps = run, event, source, path, steps
+        self.owner = owner
+        self.claim_at = claim_at  # a lazy claim: the first write takes the run (then None)
+        self.lease_until = run.lease_expires_at
+        self.pending: list[StepResult] = []  # results of steps never started in the store (pure steps)
+        self.completed: list[StepResult] = []  # results of started attempts: the next write completes their rows
+        self._store, self._lease_s, self._default_timeout = store, lease_s, default_timeout
+        self._in_flight: dict[tuple[str, int], float] = {}  # started attempts -> their call's timeout
 
+    def step_started(self, step: Step, path: str, attempt: int, started_at: float, idempotency_key: str) -> None:
+        """Commit a call's start (the run's lease renewed) with every result that arrived since the last write.
+
+        Synced to disk only when it carries the result of a started attempt (I5). A start alone is not: only
+        a power cut or a database crash can drop it, and then the call is made again as a first attempt with
+        the same Idempotency-Key, as after any crash during a call.
+        """
+        self._in_flight[(path, attempt)] = getattr(step.config, "timeout", None) or self._default_timeout
+        now = time.time()
+        until = now + self._lease_s + max(self._in_flight.values())
+        running = StepResult(path, StepStatus.RUNNING, attempt, step.index, started_at=started_at,
+                             idempotency_key=idempotency_key)
+        self._write({"lease_expires_at": until, "updated_at": now, "current_step": path}, running,
+                    durable=bool(self.completed))
+        self.lease_until = until
+
+    def step_finished(self, result: StepResult) -> None:
+        """Keep an attempt's result for the next write (a started one completes its `running` row)."""
+        if (result.path, result.attempt) in self._in_flight:
+            del self._in_flight[(result.path, result.attempt)]
+            self.completed.append(result)
+        else:
+            self.pending.append(result)
+
+    def close(self, result: RunResult, now: float | None = None) -> None:
+        """Commit the run's outcome (terminal, or WAITING with its next attempt time) with every result not yet
+        written, and release the lease: one synced commit. LeaseLost if the run is no longer ours."""
+        now = time.time() if now is None else now
+        terminal = result.status in TERMINAL
+        error = clean_text(result.error) if result.error else None
+        values: dict[str, Any] = {
+            "status": result.status.value, "updated_at": now, "finished_at": now if terminal else None,
+            "error": error, "next_attempt_at": None if terminal else result.next_attempt_at,
+            "reason": None if terminal else error, "lease_owner": None, "lease_expires_at": None,
+        }
+        if terminal:
+            values["current_step"] = None
+        self._write(values, None, durable=True)
+        self.lease_until = None
+
+    def _write(self, values: dict[str, Any], running: StepResult | None, durable: bool) -> None:
+        """One transaction: the run row if still ours (or taken now, lazily), then what is pending."""
+        run_id = self.run.id
+        with self._store._conn(durable=durable) as c:
+            if self.claim_at is None:
+                res = c.execute(_LEASED, {"b_id": run_id, "b_owner": self.owner, **values})
+            else:
+                res = c.execute(_CLAIM_QUEUED, {"b_id": run_id, "started_at": self.claim_at, "reason": None,
+                                                "lease_owner": self.owner, "status": RunStatus.RUNNING.value, **values})
+            if res.rowcount != 1:
+                raise LeaseLost(f"run {run_id} is no longer leased to {self.owner}" if self.claim_at is None
+                                else f"run {run_id} was taken by another worker")
+            for done in self.completed:
+                finished = _step_values(run_id, done)
+                if c.execute(_ATTEMPT, {"b_run": run_id, "b_step": done.path, "b_attempt": done.attempt,
+                                        **{k: finished[k] for k in _FINISHED_FIELDS}}).rowcount == 0:
+                    c.execute(_INSERT_STEPS, [finished])
+            rows = [*self.pending, running] if running is not None else self.pending
+            if rows:
+                c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in rows])
+        self.pending, self.completed, self.claim_at = [], [], None
 
 
 class ExecutionStore(StoreBase):
-    # --- execution (I4, I5, I7, I8) ----------------------------------------------------------
-
-    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None,
-              lazy: bool = False) -> Claim | None:
+    def claim(self, run_id: int, owner: str, lease_s: float, now: float | None = None, lazy: bool = False,
+              default_timeout: float = 0.0) -> Claim | None:
         """Take the run if it is runnable and not leased; None when someone else has it or it is done.
 
-        ``lazy``: a fresh run (queued, no order key) is only read, and taken by the first write that
-        passes ``claim.claim_at`` (one commit fewer per run: its pure steps need no lease). Two workers
-        may then both read it; one write wins, the other gets LeaseLost and has written nothing.
+        The Claim is the unit of work that writes the run from here on. ``lazy``: a fresh run (queued, no
+        order key) is only read, and taken by the Claim's first write (one commit fewer per run: its pure
+        steps need no lease). Two workers may then both read it; one write wins, the other gets LeaseLost
+        and has written nothing. ``default_timeout`` is a call's timeout when its step sets none: the lease
+        covers it.
         """
+        lease = {"lease_s": lease_s, "default_timeout": default_timeout}
         now = time.time() if now is None else now
         if lazy:
             with self._unavailable(), self.engine.begin() as c:
@@ -109,8 +177,8 @@ class ExecutionStore(StoreBase):
                     # only a replay's run starts with steps (copied from its parent, all done)
                     steps = c.execute(_STEPS_OF, {"b_run": run_id}).all() if row.parent_run_id is not None else []
                     if not any(r.status == StepStatus.RUNNING.value for r in steps):
-                        return Claim(_run_record(row), _event_record(row, "ev_"), row.source, row.path,
-                                     [_step_result(r, True) for r in steps], claim_at=now)
+                        return Claim(self, owner, _run_record(row), _event_record(row, "ev_"), row.source, row.path,
+                                     [_step_result(r, True) for r in steps], claim_at=now, **lease)
         with self._conn() as c:
             row = c.execute(_CLAIM, {"b_id": run_id, "b_now": now, "b_soon": now + 0.5, "b_owner": owner,
                                      "b_until": now + lease_s}).first()
@@ -130,67 +198,8 @@ class ExecutionStore(StoreBase):
                                        "error_type": "Interrupted", "error_message": _INTERRUPTED})
                 steps = c.execute(_STEPS_OF, {"b_run": run_id}).all()
             ev = c.execute(_EVENT_AND_SOURCE, {"b_event": row.event_id, "b_version": row.flow_version}).one()
-            return Claim(_run_record(row), _event_record(ev), ev.source, ev.path, [_step_result(r, True) for r in steps])
-
-    @staticmethod
-    def _leased(c: Connection, run_id: int, owner: str, values: dict[str, Any], claim_at: float | None) -> None:
-        """Update the run if it is leased to ``owner`` (or, with ``claim_at``, take it if still queued)."""
-        if claim_at is None:
-            res = c.execute(_LEASED, {"b_id": run_id, "b_owner": owner, **values})
-        else:
-            res = c.execute(_CLAIM_QUEUED, {"b_id": run_id, "started_at": claim_at, "lease_owner": owner,
-                                            "reason": None, "status": RunStatus.RUNNING.value, **values})
-        if res.rowcount != 1:
-            raise LeaseLost(f"run {run_id} is no longer leased to {owner}" if claim_at is None
-                            else f"run {run_id} was taken by another worker")
-
-    def step_started(self, run_id: int, owner: str, result: StepResult, lease_until: float,
-                     earlier: Sequence[StepResult] = (), completed: StepResult | None = None,
-                     claim_at: float | None = None) -> None:
-        """Record a step with side effects as running, in one commit with what came before it: the result
-        of the previous call (``completed``, its `running` row) and the pure steps since (``earlier``).
-
-        Synced to disk only when it carries a result (I5). A start alone is not (see _conn): only a power
-        cut or a database crash can drop it, and then the call is made again as a first attempt with the
-        same Idempotency-Key, as after any crash during a call.
-        """
-        with self._conn(durable=completed is not None) as c:
-            self._leased(c, run_id, owner, {"lease_expires_at": lease_until, "updated_at": time.time(),
-                                            "current_step": result.path}, claim_at)
-            if completed is not None:
-                self._complete(c, run_id, completed)
-            c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in (*earlier, result)])
-
-    @staticmethod
-    def _complete(c: Connection, run_id: int, result: StepResult) -> None:
-        values = _step_values(run_id, result)
-        res = c.execute(_ATTEMPT, {"b_run": run_id, "b_step": result.path, "b_attempt": result.attempt,
-                                   **{k: values[k] for k in _FINISHED_FIELDS}})
-        if res.rowcount == 0:
-            c.execute(_INSERT_STEPS, [values])
-
-    def finish(self, run_id: int, owner: str, result: RunResult, now: float | None = None,
-               steps: Sequence[StepResult] = (), completed: StepResult | None = None,
-               claim_at: float | None = None) -> None:
-        """Record the run's outcome (terminal, or WAITING with its next attempt time) and release the lease,
-        with any step results not yet written (``steps``) and the result of the last step's `running`
-        attempt (``completed``), in one commit."""
-        now = time.time() if now is None else now
-        terminal = result.status in TERMINAL
-        error = clean_text(result.error) if result.error else None
-        values: dict[str, Any] = {
-            "status": result.status.value, "updated_at": now, "finished_at": now if terminal else None,
-            "error": error, "next_attempt_at": None if terminal else result.next_attempt_at,
-            "reason": None if terminal else error, "lease_owner": None, "lease_expires_at": None,
-        }
-        if terminal:
-            values["current_step"] = None
-        with self._conn() as c:
-            if steps:
-                c.execute(_INSERT_STEPS, [_step_values(run_id, r) for r in steps])
-            if completed is not None:
-                self._complete(c, run_id, completed)
-            self._leased(c, run_id, owner, values, claim_at)
+            return Claim(self, owner, _run_record(row), _event_record(ev), ev.source, ev.path,
+                         [_step_result(r, True) for r in steps], **lease)
 
     def due_runs(self, now: float, queued_grace: float, requeue_after: float, limit: int = 500) -> list[int]:
         """Runs a worker should pick up (lease expired, retry overdue, queued too long), each handed out

@@ -4,27 +4,41 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
-from engine.model import RunStatus, StepStatus
+from engine.errors import RunNotFound
+from engine.model import RunStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import RunIndexRow, RunRow, StepRunRow, _step_result, _step_values
 
+# What a retry keeps: a path ended for good with one of these (its resume state says so) is not run again.
+# Failed paths run again, and so do the flow's error handler steps: the new run may fail differently.
+KEPT_STATUSES = frozenset({"succeeded", "skipped", "continued"})
+HANDLER_PREFIX = "on_failure."
+
+
+def kept(path: str, state: Any) -> bool:
+    """Whether a parent's step record is copied into a retry: done for good, and not an error handler's."""
+    return (isinstance(state, dict) and state.get("status") in KEPT_STATUSES
+            and not path.startswith(HANDLER_PREFIX))
+
 
 class ReplayStore(StoreBase):
-    def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_steps_before: str | None = None,
+    def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_done: bool = False,
                           now: float | None = None) -> int:
         """A new queued run on the same event, linked to its parent.
 
-        With ``keep_steps_before`` (retry from a step), the parent's succeeded results before that
-        step are copied so they are not executed again.
+        ``keep_done`` (retry from the failed step): the parent's records of paths done for good (``kept``)
+        are copied with their resume state, so the new run continues from them rather than repeating them.
         """
-        return self.create_linked_runs([(parent_id, version)], kind, keep_steps_before=keep_steps_before, now=now)[0]
+        return self.create_linked_runs([(parent_id, version)], kind, keep_done=keep_done, now=now)[0]
 
-    def create_linked_runs(self, parents: Sequence[tuple[int, str]], kind: str, *,
-                           keep_steps_before: str | None = None, now: float | None = None) -> list[int]:
-        """Linked runs for many (parent id, flow version) pairs, 500 per transaction; KeyError if a parent is gone."""
+    def create_linked_runs(self, parents: Sequence[tuple[int, str]], kind: str, *, keep_done: bool = False,
+                           now: float | None = None) -> list[int]:
+        """Linked runs for many (parent id, flow version) pairs, 500 per transaction; RunNotFound if a parent is gone."""
         now = time.time() if now is None else now
         new_ids: list[int] = []
         for start in range(0, len(parents), 500):
@@ -36,7 +50,7 @@ class ReplayStore(StoreBase):
                 for parent_id, version in chunk:
                     parent = rows.get(parent_id)
                     if parent is None:
-                        raise KeyError(parent_id)
+                        raise RunNotFound(parent_id)
                     run = RunRow(flow_id=parent.flow_id, flow_version=version, event_id=parent.event_id,
                                  status=RunStatus.QUEUED.value, dedupe_key=None, order_key=parent.order_key,
                                  created_at=now, updated_at=now, parent_run_id=parent.id, replay_kind=kind)
@@ -46,14 +60,12 @@ class ReplayStore(StoreBase):
                 by_parent = {parent_id: run.id for parent_id, run in created}
                 for idx in s.execute(select(RunIndexRow).where(RunIndexRow.run_id.in_(list(by_parent)))).scalars():
                     s.add(RunIndexRow(run_id=by_parent[idx.run_id], name=idx.name, value=idx.value))
-                if keep_steps_before is not None:
-                    for parent_id, run in created:
-                        steps = s.execute(select(StepRunRow).where(StepRunRow.run_id == parent_id)
-                                          .order_by(StepRunRow.id)).scalars()
-                        for row in steps:
-                            if row.path == keep_steps_before:
-                                break
-                            if row.status in (StepStatus.SUCCEEDED.value, StepStatus.SKIPPED.value):
-                                s.add(StepRunRow(**_step_values(run.id, _step_result(row, True))))
+                if keep_done:
+                    # the resume state is the one reason to read the column here (pages never do)
+                    steps = s.execute(select(StepRunRow).options(undefer(StepRunRow.state))
+                                      .where(StepRunRow.run_id.in_(list(by_parent))).order_by(StepRunRow.id))
+                    for row in steps.scalars():
+                        if kept(row.path, row.state):
+                            s.add(StepRunRow(**_step_values(by_parent[row.run_id], _step_result(row, True))))
                 new_ids.extend(run.id for _, run in created)
         return new_ids

@@ -118,8 +118,9 @@ class StepRunRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     retry_at: Mapped[float | None] = mapped_column(Float)
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
-    # resume state (StepResult.state): read back only by claims, never by pages or the API
-    state: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # resume state (StepResult.state): deferred, so no ORM read loads it; claims read it (Core) and
+    # retry copies undefer it, pages and the API never see it
+    state: Mapped[Any] = mapped_column(JSON, nullable=True, deferred=True)
 
     __table_args__ = (
         UniqueConstraint("run_id", "path", "attempt", name="uq_step_runs_attempt"),
