@@ -439,6 +439,8 @@ def check(store: RunStore, target: Target, n: int, case: Scenario, run_ids: list
             if s.idempotency_key is not None:
                 rows[s.path].append(s)
         assert set(rows) == {p for p, a in model.attempts.items() if a}, f"paths recorded\n{where}"
+        interrupted = {(s.path, s.attempt) for s in detail.steps if s.error_type == "Interrupted"}
+        assert interrupted == set(model.interrupts), f"I4: attempts taken over from the dead workers\n{where}"
         for path, reqs in calls.items():
             key = idempotency_key("gen", run_id, path)
             keys = {r.headers.get("idempotency-key") for r in reqs}
