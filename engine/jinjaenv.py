@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from io import StringIO
+from itertools import chain, islice
 from pprint import PrettyPrinter
 from typing import Any
 
@@ -71,11 +72,16 @@ class Budget:
         self.wall_check = time.monotonic() + left
 
     def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        clock = time.monotonic
-        for item in iterable:
-            if clock() > self.wall_check:
-                self.check_cpu()
-            yield item
+        """The items of ``iterable``, checking the clock every 32 items: a generator step per item
+        would double the cost of a short loop body, chain over 32-item slices adds ~10%."""
+        items = iter(iterable)
+
+        def slices() -> Iterator[list[Any]]:
+            while chunk := list(islice(items, 32)):
+                self.tick()
+                yield chunk
+
+        return chain.from_iterable(slices())
 
 
 _BUDGET: ContextVar[Budget | None] = ContextVar("hookline_template_budget", default=None)
@@ -264,6 +270,8 @@ class _Env(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+" and type(left) in _NUMBERS and type(right) in _NUMBERS:
+            return left + right  # the common case, kept cheap: adding numbers cannot grow much
         if operator == "*":
             if _is_int(left) and _is_int(right):
                 if left.bit_length() + right.bit_length() > MAX_INT_BITS:
@@ -305,6 +313,7 @@ class _Env(ImmutableSandboxedEnvironment):
 
 
 _PADDING = frozenset({"ljust", "rjust", "center", "zfill"})
+_NUMBERS = frozenset({int, float})
 
 
 def _check_method(owner: str | int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
