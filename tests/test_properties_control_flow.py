@@ -257,7 +257,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         events.append(event)
         scripts.append({s: draw(st.sampled_from(SCRIPTS)) for s in suffixes}
                        | {"/alert": draw(st.sampled_from(ALERT_SCRIPTS))})
-    crashes = draw(st.lists(st.tuples(st.integers(0, 12), st.booleans()), max_size=2))
+    crashes = draw(st.lists(st.tuples(st.integers(0, 6), st.booleans()), min_size=1, max_size=2))  # runs write 2-12 times
     return Scenario(nodes, events, scripts, crashes)
 
 
