@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import httpx
 
 from engine.destinations import Verdict
-from engine.errors import EngineError, HttpStepError, StepError
+from engine.errors import EngineError, HttpStepError, LeaseLost, StepError, StoreError
 from engine.model import Event, Flow, RunInfo, RunResult, RunStatus, Step, StepResult, StepStatus
 from engine.redaction import cap, public_names, redact, seal, unseal, verify_names
 from engine.steps import REGISTRY, RunOptions, StepContext, walk
@@ -236,6 +236,8 @@ class _Run:
             if halt.status is RunStatus.FAILED and step.on_error == "continue" and not kind.side_effects:
                 return self.continued(step, path, scope, ctx, halt.failure or {"message": halt.error}, previous)
             raise
+        except (LeaseLost, StoreError):
+            raise  # the record could not be written (or is no longer ours): not the step's failure
         except EngineError as exc:
             result = _failure(exc, path, attempt, step.index, key if kind.side_effects else None, started, self.clock())
             return self.failed(step, path, scope, ctx, result, exc, previous)

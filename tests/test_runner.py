@@ -454,3 +454,24 @@ def test_the_verdict_cache_is_bounded_and_thread_safe() -> None:
     for t in threads:
         t.join()
     assert errors == [] and len(big) <= 16
+
+
+def test_a_store_that_fails_while_recording_a_start_stops_the_run_not_the_step() -> None:
+    """A database blip at a call's start is no failure of the step (it was never sent): the worker stops,
+    and the run resumes later from what was recorded."""
+    from engine.errors import LeaseLost, StoreUnavailable
+
+    calls: list[httpx.Request] = []
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: calls.append(r) or httpx.Response(200)))
+    flow = make_flow([http_step("a", url="https://x.test/a")])
+    for error in (StoreUnavailable("database unavailable: reset"), LeaseLost("run 1 was taken by another worker")):
+
+        class Failing(ListRecorder):
+            def step_started(self, step: Any, path: str, attempt: int, started_at: float, key: str,
+                             _error: Exception = error) -> None:
+                raise _error
+
+        recorder = Failing()
+        with pytest.raises(type(error)):
+            run_flow(flow, make_event(), http=client, recorder=recorder)
+        assert calls == [] and recorder.events == []
