@@ -36,6 +36,8 @@ from jinja2.filters import make_attrgetter
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter, safe_range
 from jinja2.utils import generate_lorem_ipsum, pass_environment
 
+from engine.placeholder import Placeholder
+
 MAX_OUTPUT = 1_000_000  # characters one string (and one template's output) may have
 MAX_REPEAT = 100_000  # items one list or repetition may have; largest width/padding/precision
 MAX_RANGE_TOTAL = 200_000  # range() items one render may produce, nested loops included
@@ -450,7 +452,7 @@ def _join_filter(value: Iterable[Any], d: str = "", attribute: str | int | None 
 def _json_default(value: Any) -> Any:
     if isinstance(value, Undefined):
         value._fail_with_undefined_error()
-    if hasattr(value, "_label"):  # a dry run's Placeholder
+    if isinstance(value, Placeholder):
         return str(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 

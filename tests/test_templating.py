@@ -224,3 +224,14 @@ def test_placeholders_compare_true_and_compute_placeholders() -> None:
     assert render("total {{ -steps.payment.response.json.amount * 2 }}", steps=steps) == \
         "total <-response of payment.json.amount * 2>"
     assert render("{{ steps.payment.response.json.items | length }}", steps=steps) == 0
+
+
+def test_a_dry_run_gets_past_conditions_on_a_response_it_did_not_receive() -> None:
+    from engine import Event, RunStatus, load_flow, run_flow
+
+    flow = load_flow("id: f\nsteps:\n  - id: pay\n    http: {url: 'https://pay.test/x', method: POST}\n"
+                     "  - id: paid\n    filter: steps.pay.response.json.amount > 0\n"
+                     "  - id: note\n    transform: {cents: '{{ steps.pay.response.json.amount * 100 }}'}\n", "f.yaml")
+    result = run_flow(flow, Event(body={}), dry_run=True)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert str(result.steps[-1].output["cents"]) == "<response of pay.json.amount * 100>"
