@@ -397,8 +397,8 @@ def flow_summary(item: Flow | BrokenFlow, stats: Mapping[str, Any], env: Mapping
     }
 
 
-UNRESOLVED_CAP = 1000
-"""Unresolved failures are counted up to this many per flow (then shown as 1,000+): bounded at any volume."""
+UNRESOLVED_CAP = 100
+"""Unresolved failures are counted up to this many per flow (then shown as 100+): bounded at any volume."""
 
 
 def _unresolved(flow_id: str, count: int) -> dict[str, Any]:
@@ -444,7 +444,7 @@ def flow_context(flow_id: str) -> dict[str, Any]:
             "diagram": flow_diagram(svc, item, since) if isinstance(item, Flow) else None}
 
 
-DIAGRAM_RUNS = 2000
+DIAGRAM_RUNS = 500
 """The flow page's per-step counts read the newest this many runs of the last 24 h: bounded at any volume."""
 
 
