@@ -309,6 +309,8 @@ class _Env(ImmutableSandboxedEnvironment):
         if budget is not None:
             budget.tick()
         owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and args and getattr(__obj, "__name__", "") == "join":
+            args = (list(args[0]), *args[1:])  # a generator (``x | map('string')``) is weighed as a list
         if isinstance(owner, str | int) and not isinstance(owner, bool):
             _check_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
@@ -335,8 +337,6 @@ def _check_method(owner: str | int, name: str, args: tuple[Any, ...], kwargs: di
         if isinstance(items, list | tuple):
             sizes = sum(weigh(i, MAX_OUTPUT, "str.join") for i in items)
             _cap(sizes + len(owner) * len(items), MAX_OUTPUT, "str.join")
-        else:
-            _fail("str.join needs a list (add | list)")
     elif name == "translate" and args and isinstance(args[0], Mapping):
         longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
         _cap(len(owner) * max(1, longest), MAX_OUTPUT, "str.translate")

@@ -146,6 +146,7 @@ def test_the_deadline_is_per_render() -> None:
     "{{ [[1], [2]] | sum(start=[]) }}", "{{ ','.join(['a', 'b']) }}", "{{ 'a\nb' | indent(2) }}",
     "{% set ns = namespace(n=3) %}{% for i in range(5) %}{% set ns.n = ns.n * ns.n %}{% endfor %}{{ ns.n }}",
     "{{ event.items | join(', ') }}", "{{ event.s | length }}", "{{ event.items | pprint }}",
+    "{{ ','.join(event.items | map('string')) }}",
 ])
 def test_ordinary_templates_stay_within_the_bounds(source: str) -> None:
     stage, message = compile_and_render(source)
