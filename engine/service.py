@@ -25,7 +25,7 @@ from engine.catalog import FlowCatalog
 from engine.config import Settings, environ
 from engine.connection_store import StoreTokenCache
 from engine.connections.runtime import ConnectionRuntime
-from engine.errors import FlowInvalid, StoreUnavailable
+from engine.errors import FlowInvalid, FlowNotLoaded, NotRetryable, RunNotFound, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
 from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step
@@ -75,15 +75,13 @@ class _StoreGate:
     """
 
     def __init__(self, store: RunStore, settings: Settings) -> None:
-        import json
-
-        from engine.destinations import Limits
+        from engine.destinations import Limits, parse_destinations
 
         self.store = store
         self.default = Limits(breaker_failures=settings.breaker_failures, breaker_cooldown=settings.breaker_cooldown_s)
         self.by_host: dict[str, Limits] = {}
-        for host, raw in (json.loads(settings.destinations) if settings.destinations else {}).items():
-            self.by_host[host.lower()] = self._merge(self.default, raw)
+        for host, raw in parse_destinations(settings.destinations).items():  # SettingsError names a bad key
+            self.by_host[host] = self._merge(self.default, raw)
         self.hold_s = settings.http_timeout_s + 30
         self._cache: dict[str, tuple[float, Any]] = {}
         self._taken: set[tuple[str, str]] = set()
@@ -170,16 +168,8 @@ class Service:
         self.http = http or make_http_client(settings)
         self.env = env if env is not None else environ()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.options = RunOptions(
-            default_timeout=settings.http_timeout_s,
-            allow_hosts=settings.allow_hosts,
-            redact_headers=tuple(h.lower() for h in settings.redact_headers),
-            user_agent=settings.user_agent,
-            max_recorded_body=settings.max_stored_body,
-            public_url=settings.public_url.rstrip("/"),
-            connections=ConnectionRuntime(catalog.connection, StoreTokenCache(store), owner=self.owner,
-                                          secret_key=settings.secret_key),
-        )
+        self.options = RunOptions.from_settings(settings, ConnectionRuntime(
+            catalog.connection, StoreTokenCache(store), owner=self.owner, secret_key=settings.secret_key))
         self.gate = _StoreGate(store, settings)
 
     # --- ingress ------------------------------------------------------------------------------
@@ -339,9 +329,9 @@ class Service:
         """A new run that keeps what the parent finished for good (store.replay.kept) and runs the rest again."""
         record = self.store.get_run_record(run_id)
         if record is None:
-            raise KeyError(run_id)
+            raise RunNotFound(run_id)
         if record.status is not RunStatus.FAILED:
-            raise ValueError(f"run {run_id} is {record.status}, only failed runs can be retried from a step")
+            raise NotRetryable(run_id, record.status.value)
         new_id = self.store.create_linked_run(run_id, "retry", record.flow_version, keep_done=True)
         self._enqueue(new_id, 0.0)
         return new_id
@@ -357,7 +347,7 @@ class Service:
         detail = self._detail(run_id)
         flow = self.catalog.get(detail.run.flow_id)
         if not isinstance(flow, Flow):
-            raise ValueError(f"flow {detail.run.flow_id!r} is not loaded")
+            raise FlowNotLoaded(detail.run.flow_id, "nothing to dry-run")
         info = RunInfo(id=detail.run.id, flow=flow.id, received_at=_iso(detail.event.received_at))
         return run_flow(flow, make_event(detail.event, flow.trigger), run=info, env=self.env, dry_run=True,
                         options=self.options, stubs=stubs_from(detail.steps))
@@ -365,32 +355,33 @@ class Service:
     def _detail(self, run_id: int) -> RunDetail:
         detail = self.store.get_run(run_id)
         if detail is None:
-            raise KeyError(run_id)
+            raise RunNotFound(run_id)
         return detail
 
-    def _current_version(self, flow_id: str) -> str:
+    def _current_version(self, flow_id: str, remedy: str = "replay on the original version instead") -> str:
         flow = self.catalog.get(flow_id)
         if not isinstance(flow, Flow):
-            raise ValueError(f"flow {flow_id!r} is not loaded (it has errors or was removed)")
+            raise FlowNotLoaded(flow_id, remedy)
         self.store.save_flow_version(flow.id, flow.version, flow.source, flow.path)
         return flow.version
 
     def bulk_replay(self, run_ids: Sequence[int], *, original_version: bool = False) -> list[int]:
         """Replay many runs (the UI's and API's bulk action); returns the new run ids in order.
 
-        Everything is checked before the first run is created, so a missing run (KeyError) or a flow
-        that no longer loads (ValueError) replays nothing rather than half the selection.
+        Everything is checked before the first run is created, so a missing run (RunNotFound) or a flow
+        that no longer loads (FlowNotLoaded) replays nothing rather than half the selection.
         """
         found = {r.id: r for start in range(0, len(run_ids), 500)
                  for r in self.store.runs_by_ids(run_ids[start : start + 500])}
         missing = [i for i in run_ids if i not in found]
         if missing:
-            raise KeyError(missing[0])
+            raise RunNotFound(missing[0])
         runs = [found[i] for i in run_ids]
         versions: dict[str, str] = {}
         if not original_version:
             for flow_id in sorted({r.flow_id for r in runs}):
-                versions[flow_id] = self._current_version(flow_id)
+                versions[flow_id] = self._current_version(
+                    flow_id, "nothing was replayed; replay on the original version instead")
         pairs = [(r.id, r.flow_version if original_version else versions[r.flow_id]) for r in runs]
         new_ids = self.store.create_linked_runs(pairs, "replay")
         for new_id in new_ids:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
+from engine.errors import StoreUnavailable
 
-class DatabaseFileGone(Exception):
-    """The SQLite file this process writes to is no longer the one at its path."""
+
+class DatabaseFileGone(StoreUnavailable):
+    """The SQLite file this process writes to is no longer the one at its path: the store is unavailable (503)."""
 
 
 @dataclass(frozen=True)

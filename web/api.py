@@ -1,7 +1,8 @@
 """The JSON API under /api: the pages' data for scripts, plus the operator actions.
 
 Reads return the same context dicts as the pages' ``.json`` twins. Writes go through Service and
-answer 201 with the new run ids. Described by /api/openapi.json (web/openapi.py); errors have the one
+answer 201 with the new run ids; its refusals (RunNotFound, FlowNotLoaded, NotRetryable) become 404/409
+in web/errors.py, so nothing here checks them first. Described by /api/openapi.json (web/openapi.py); errors have the one
 JSON shape of web/errors.py.
 """
 
@@ -11,7 +12,6 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 
-from engine.model import Flow, RunRecord, RunStatus
 from web import context
 from web.errors import ApiError
 from web.hooks import service
@@ -28,31 +28,12 @@ def _body() -> dict[str, Any]:
     return data
 
 
-def run_or_404(run_id: int) -> RunRecord:
-    run = service().store.get_run_record(run_id)
-    if run is None:
-        raise ApiError(404, f"no run with id {run_id}")
-    return run
-
-
 def _original(version: Any) -> bool:
     if version in (None, "current"):
         return False
     if version == "original":
         return True
     raise ApiError(400, f"version: expected 'current' or 'original', got {str(version)[:40]!r}")
-
-
-def check_replayable(run: RunRecord, original: bool) -> None:
-    """Replaying on the current version needs the flow loaded now; say so instead of failing inside."""
-    if not original and not isinstance(service().catalog.get(run.flow_id), Flow):
-        raise ApiError(409, f"flow {run.flow_id!r} is not loaded (it has errors or was removed); "
-                            "replay on the original version instead")
-
-
-def check_retryable(run: RunRecord) -> None:
-    if run.status is not RunStatus.FAILED:
-        raise ApiError(409, f"run {run.id} is {run.status.value}; only failed runs can be retried from the failed step")
 
 
 def bulk_ids(flt: context.RunFilter) -> list[int]:
@@ -65,14 +46,6 @@ def bulk_ids(flt: context.RunFilter) -> list[int]:
         raise ApiError(400, f"more than {context.BULK_CAP:,} runs match; bulk replay takes at most {context.BULK_CAP:,} "
                             "at a time: narrow the filter (a shorter time range, one flow or one status)")
     return ids
-
-
-def replay_many(ids: list[int], original: bool) -> list[int]:
-    """Service.bulk_replay, its refusal (a flow that no longer loads; nothing replayed) turned into a 409."""
-    try:
-        return service().bulk_replay(ids, original_version=original)
-    except ValueError as exc:
-        raise ApiError(409, f"nothing replayed: {exc}; replay on the original version instead") from None
 
 
 def _created(parent: int, new_ids: list[int]) -> Any:
@@ -117,15 +90,11 @@ def get_run(run_id: int) -> Any:
 @bp.post("/runs/<int:run_id>/replay")
 def replay(run_id: int) -> Any:
     original = _original(_body().get("version"))
-    run = run_or_404(run_id)
-    check_replayable(run, original)
     return _created(run_id, [service().replay(run_id, original_version=original)])
 
 
 @bp.post("/runs/<int:run_id>/retry")
 def retry(run_id: int) -> Any:
-    run = run_or_404(run_id)
-    check_retryable(run)
     return _created(run_id, [service().retry_from_failed(run_id)])
 
 
@@ -140,7 +109,7 @@ def bulk_replay() -> Any:
     original = _original(body.get("version"))
     flt = context.RunFilter.parse(body)
     ids = bulk_ids(flt)
-    new_ids = replay_many(ids, original)
+    new_ids = service().bulk_replay(ids, original_version=original)
     return jsonify({"ok": True, "count": len(new_ids), "replayed": ids, "run_ids": new_ids,
                     "filter": flt.as_dict()}), 201
 

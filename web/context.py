@@ -21,7 +21,7 @@ from typing import Any
 from flask import url_for
 
 from engine.catalog import BrokenFlow
-from engine.errors import FlowError
+from engine.errors import FlowError, RunNotFound
 from engine.model import TERMINAL, Flow, RunDetail, RunRecord, RunStatus, StepResult, step_id_of
 from engine.redaction import public_names, redact, verify_names
 from engine.service import Service
@@ -326,12 +326,10 @@ def _actions(detail: RunDetail, loaded: bool) -> dict[str, Any]:
 
 def dry_run_context(svc: Service, run_id: int) -> dict[str, Any]:
     """What the current flow version would send for this run's event; nothing is sent."""
+    result = svc.dry_run(run_id)  # RunNotFound, FlowNotLoaded: 404, 409 (web/errors.py)
     run = svc.store.get_run_record(run_id)
     if run is None:
-        raise ApiError(404, f"no run with id {run_id}")
-    if not isinstance(svc.catalog.get(run.flow_id), Flow):
-        raise ApiError(409, f"flow {run.flow_id!r} is not loaded (it has errors or was removed); nothing to dry-run")
-    result = svc.dry_run(run_id)
+        raise RunNotFound(run_id)
     return {
         "run": run_summary(run),
         "status": result.status.value,

@@ -8,17 +8,15 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected
 
 from engine import envrefs, metrics
 from engine.catalog import BrokenFlow
-from engine.errors import MissingEnvError, StoreUnavailable, VerificationError, VerificationUnavailable
+from engine.errors import MissingEnvError, StoreError, VerificationError, VerificationUnavailable
 from engine.events import BadBody, parse_body
 from engine.model import Flow
 from engine.presets import Request, form_rule, verify_request
 from engine.service import Service
-from engine.sqlite_guard import DatabaseFileGone
 from web.errors import ApiError
 
 bp = Blueprint("hooks", __name__)
@@ -124,7 +122,7 @@ def receive(flow_id: str) -> Any:
             guard.check()  # never acknowledge into a SQLite file that was deleted or replaced (I1)
         accepted = svc.accept_event(flow, method=request.method, query_string=request.query_string.decode("latin-1"),
                                     headers=headers, body=body, content_type=content_type, parsed=parsed)
-    except (StoreUnavailable, SQLAlchemyError, DatabaseFileGone) as exc:
+    except StoreError as exc:  # every database error leaves the store as one (a deleted SQLite file too)
         log.error("could not store webhook for %s: %s", flow_id, exc)
         raise reject(flow_id, 503, "unavailable", "could not store the event; retry later") from None
     run_url = url_for("ui.run_detail", run_id=accepted.run_id) if "ui.run_detail" in current_app.view_functions \

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, flash, jsonify, redirect, render_t
 from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
+from engine.errors import RunNotFound
 from engine.flowtest import export_fixture, placeholder_env
 from engine.model import TERMINAL
 from web import api, context
@@ -74,8 +75,6 @@ def run_detail(run_id: int) -> Any:
 @bp.post("/runs/<int:run_id>/replay")
 def replay(run_id: int) -> Any:
     original = request.form.get("version") == "original"
-    run = api.run_or_404(run_id)
-    api.check_replayable(run, original)
     new_id = service().replay(run_id, original_version=original)
     flash(f"Run {run_id} replayed{' on its original flow version' if original else ''} as run {new_id}.", "ok")
     return redirect(url_for("ui.run_detail", run_id=new_id))
@@ -83,8 +82,6 @@ def replay(run_id: int) -> Any:
 
 @bp.post("/runs/<int:run_id>/retry")
 def retry(run_id: int) -> Any:
-    run = api.run_or_404(run_id)
-    api.check_retryable(run)
     new_id = service().retry_from_failed(run_id)
     flash(f"Run {run_id} retried from its failed step as run {new_id}; its succeeded steps were kept.", "ok")
     return redirect(url_for("ui.run_detail", run_id=new_id))
@@ -101,7 +98,7 @@ def fixture(run_id: int) -> Any:
     svc = service()
     detail = svc.store.get_run(run_id)
     if detail is None:
-        raise ApiError(404, f"no run with id {run_id}")
+        raise RunNotFound(run_id)
     if detail.run.status not in TERMINAL:
         raise ApiError(409, f"run {run_id} is {detail.run.status.value}; export it once it has finished")
     stored = svc.store.flow_source(detail.run.flow_version)
@@ -132,7 +129,7 @@ def bulk_replay() -> Any:
     flt = context.RunFilter.parse(request.form)
     max_id = context.int_arg(request.form, "max_id", 0, 0)
     ids = [i for i in api.bulk_ids(flt) if i <= (max_id or 0)]
-    new_ids = api.replay_many(ids, request.form.get("version") == "original")
+    new_ids = service().bulk_replay(ids, original_version=request.form.get("version") == "original")
     flash(f"Replayed {len(new_ids):,} run(s)" + (f": runs {new_ids[0]}–{new_ids[-1]}." if new_ids else "."), "ok")
     return redirect(url_for("ui.runs", flow=flt.flow or None))
 

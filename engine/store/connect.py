@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine.errors import StoreUnavailable
+from engine.errors import StoreError, StoreUnavailable
 from engine.store.schema import Base
 
 
@@ -165,15 +165,19 @@ class StoreBase:
     @staticmethod
     @contextmanager
     def _unavailable() -> Iterator[None]:
-        """A lost or refused connection becomes StoreUnavailable (callers answer 503 or retry later)."""
+        """A lost or refused connection becomes StoreUnavailable (callers answer 503 or retry later), any other
+        database error StoreError; IntegrityError passes, for the parts that catch it (dedupe, concurrent inserts)."""
         try:
             yield
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, IntegrityError):
-                raise
-            if exc.connection_invalidated or isinstance(exc, OperationalError):
-                raise StoreUnavailable(f"database unavailable: {str(exc.orig).splitlines()[0][:200]}") from exc
+        except IntegrityError:
             raise
+        except (OperationalError, DBAPIError) as exc:
+            first = str(exc.orig).splitlines()[0][:200] if str(exc.orig) else type(exc.orig).__name__
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise StoreUnavailable(f"database unavailable: {first}") from exc
+            raise StoreError(f"database error: {first}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from exc
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[Session]:

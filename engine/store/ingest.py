@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from engine.errors import StoreError
 from engine.model import RunStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import FlowVersionRow, _events, _index, _inserted_id, _runs
@@ -106,9 +107,9 @@ class IngestStore(StoreBase):
                 if index:
                     c.execute(_INSERT_INDEX, [{"run_id": run_id, "name": n, "value": v} for n, v in index.items()])
                 return Accepted(run_id, False)
-        except IntegrityError:
-            if dedupe_key is None:
-                raise
+        except IntegrityError as exc:
+            if dedupe_key is None:  # nothing else is unique on a new event: a database fault, never a 2xx (I1)
+                raise StoreError(f"database error: {str(exc.orig).splitlines()[0][:200]}") from exc
         with self._conn() as c:
             first = c.execute(_DUPLICATE_OF, {"b_flow": flow_id, "b_key": dedupe_key}).scalar_one()
             return Accepted(first, True)
