@@ -31,7 +31,13 @@ def setup_logging(settings: Settings) -> None:
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    from engine.errors import SettingsError
+
+    try:
+        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        _fail(str(exc))
+        raise  # not reached: _fail exits
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -46,6 +52,17 @@ def _listening_env(host: str) -> dict[str, str]:
     if "HOOKLINE_SANDBOX" not in os.environ and host not in LOOPBACK:
         out["HOOKLINE_SANDBOX"] = "0"
     return out
+
+
+def _runtime(build: Any, settings: Settings) -> Any:
+    """build_runtime(settings), a setting that does not parse being one line (SettingsError names it)."""
+    from engine.errors import SettingsError
+
+    try:
+        return build(settings)
+    except SettingsError as exc:
+        _fail(str(exc))
+        raise  # not reached: _fail exits
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -224,8 +241,7 @@ def run(flow: str, event_file: str, headers: tuple[str, ...], dry_run: bool, flo
         k, v = h.split("=", 1)
         pairs.append((k.strip(), v.strip()))
     event = Event(body=body, headers=Headers(pairs), raw=json.dumps(body, default=str).encode())
-    options = RunOptions(default_timeout=settings.http_timeout_s, allow_hosts=settings.allow_hosts,
-                         redact_headers=tuple(settings.redact_headers))
+    options = RunOptions.from_settings(settings)
 
     def waiting(r: Any) -> None:
         click.echo(f"  retrying in {max(0.0, r.next_attempt_at - time.time()):.1f}s: {r.error}")
@@ -376,13 +392,17 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _run_consumer(settings: Settings, workers: int, health_port: int | None = None) -> None:
+def _run_consumer(settings: Settings, workers: int, health_port: int | None = None, runtime: Any = None) -> None:
+    """The worker threads and the reaper on ``runtime`` (built here from ``settings`` when not given)."""
     from engine.config import skip_unused_drivers
 
     skip_unused_drivers(settings)
     from engine import tasks
     from engine.errors import StoreUnavailable
+    from engine.runtime import build_runtime
     from engine.service import Reaper
+
+    runtime = runtime or _runtime(build_runtime, settings)
 
     class GuardedReaper(Reaper):
         """The reaper passes the store breaker too: no pass (and no log line) per interval during an outage."""
@@ -398,8 +418,7 @@ def _run_consumer(settings: Settings, workers: int, health_port: int | None = No
                         log.warning("reaper: %s", exc)
                 self.stopped.wait(self.interval)
 
-    svc = tasks.service()
-    reaper = GuardedReaper(svc, settings.reaper_interval_s)
+    reaper = GuardedReaper(runtime.service, settings.reaper_interval_s)
     reaper.start()
     health = None
     if health_port is not None:
@@ -408,7 +427,7 @@ def _run_consumer(settings: Settings, workers: int, health_port: int | None = No
         health = HealthServer("127.0.0.1", health_port, worker_checks)
         health.start()
         click.echo(f"worker health on http://127.0.0.1:{health.port}/readyz")
-    consumer = tasks.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+    consumer = runtime.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
                                           initial_delay=0.02, backoff=1.2, max_delay=0.5, check_worker_health=True)
     try:
         consumer.run()
@@ -443,10 +462,7 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
     The web side runs on waitress (engine.serving): requests reach the app only once complete, within
     --request-timeout, on a bounded thread pool.
     """
-    if flows_dir:
-        os.environ["HOOKLINE_FLOWS_DIR"] = flows_dir
-    os.environ.update(_listening_env(host))
-    settings = _settings()
+    settings = _settings(env={**os.environ, **_listening_env(host)}, flows_dir=flows_dir)
     setup_logging(settings)
     if host not in LOOPBACK and not settings.admin_password:
         _fail("refusing to listen beyond localhost without HOOKLINE_ADMIN_PASSWORD (the UI would be open)")
@@ -458,11 +474,12 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
     skip_unused_drivers(settings)
     import threading
 
-    from engine import tasks
+    from engine.runtime import build_runtime
     from engine.serving import DeadlineServer
     from web import create_app
 
-    app = create_app(settings, service=tasks.service())
+    runtime = _runtime(build_runtime, settings)
+    app = create_app(settings, service=runtime.service)
     server = DeadlineServer(app, host=host, port=port, threads=threads, connection_limit=connections,
                             request_timeout=request_timeout, idle_timeout=idle_timeout,
                             max_body=max(settings.max_body, 64 * 1024 * 1024))
@@ -470,7 +487,7 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
     click.echo(f"Hookline serving {settings.flows_dir} on http://{host}:{server.port} "
                f"(database {_safe_url(settings.database_url)})")
     try:
-        _run_consumer(settings, workers or settings.worker_threads)
+        _run_consumer(settings, workers or settings.worker_threads, runtime=runtime)
     finally:
         server.stop()
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from engine.errors import SettingsError
 from engine.units import parse_duration, parse_size
 
 
@@ -40,7 +41,8 @@ class Settings:
     allow_hosts: tuple[str, ...] = _f((), "Hosts outbound http steps may reach when the host comes from event data.")
     breaker_failures: int = _f(5, "Consecutive failures (connection, timeout, 5xx) that open a host's circuit; 0: off.")
     breaker_cooldown_s: float = _f(30.0, "Seconds a host's circuit stays open before one probe request.")
-    destinations: str = _f("", 'JSON limits per host, e.g. {"crm.example.com": {"rate": "10/s", "concurrency": 5}}.')
+    destinations: str = _f("", 'JSON limits per host, e.g. {"crm.example.com": {"rate": "10/s", "concurrency": 5}}: '
+                               "the keys of an http step's `limits`, checked at start-up (a typo is an error).")
     max_stored_body: int = _f(256 * 1024, "Largest step input/output or response body stored per step, in bytes.")
     retention_succeeded: float = _f(14.0, "Days succeeded and filtered runs are kept.")
     retention_failed: float = _f(90.0, "Days failed runs are kept.")
@@ -89,7 +91,7 @@ def _coerce(name: str, default: Any, raw: str) -> Any:
         if isinstance(default, tuple):
             return tuple(p.strip().lower() if name == "redact_headers" else p.strip() for p in raw.split(",") if p.strip())
     except ValueError as exc:
-        raise ValueError(f"HOOKLINE_{name.upper()}: cannot read {raw!r} ({exc})") from None
+        raise SettingsError(f"HOOKLINE_{name.upper()}: cannot read {raw!r} ({exc})") from None
     return raw
 
 

@@ -7,7 +7,9 @@ the next try, so an outage at the CRM does not burn every retry of every run.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from typing import Any
 
 from engine.units import parse_rate as parse_rate  # one grammar for rates: engine.units
 
@@ -81,3 +83,33 @@ def settle(dest: Destination, limits: Limits, *, failed: bool, now: float) -> De
     if dest.state == HALF_OPEN or (limits.breaker_failures and failures >= limits.breaker_failures):
         return replace(dest, state=OPEN, failures=failures, open_until=now + limits.breaker_cooldown)
     return replace(dest, failures=failures)
+
+
+def parse_destinations(text: str) -> dict[str, dict[str, Any]]:
+    """HOOKLINE_DESTINATIONS: host -> limit overrides, checked by the fields of a flow's ``http.limits``
+    (engine.steps.http.LIMIT_FIELDS), so a typo (``concurency``) fails at start-up with a SettingsError
+    naming it instead of being ignored."""
+    from engine.errors import FlowError, SettingsError
+    from engine.loader import parse_fields
+    from engine.steps.http import LIMIT_FIELDS
+
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"HOOKLINE_DESTINATIONS: not JSON ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise SettingsError('HOOKLINE_DESTINATIONS: expected {"host": {"rate": "10/s", "concurrency": 5}, ...}')
+    out: dict[str, dict[str, Any]] = {}
+    for host, limits in raw.items():
+        try:
+            parsed = parse_fields(LIMIT_FIELDS, limits, host)
+            if parsed.get("rate") is not None:
+                parse_rate(parsed["rate"])
+        except FlowError as exc:
+            raise SettingsError(f"HOOKLINE_DESTINATIONS: {exc}") from None
+        except ValueError as exc:
+            raise SettingsError(f"HOOKLINE_DESTINATIONS: {host}.rate: {exc}") from None
+        out[host.lower()] = {k: v for k, v in parsed.items() if v is not None}
+    return out

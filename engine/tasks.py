@@ -1,7 +1,9 @@
 """The only Huey instance, and tasks that are three-line calls into the service.
 
-``huey_consumer engine.tasks.huey`` works, but ``hookline worker`` also starts the reaper thread.
-Settings come from the environment once per process; the service is built on first use.
+Nothing is built at import: engine.runtime.build_runtime(settings) makes the Huey from those settings,
+registers the tasks on it and binds the service they call (``bind``), once per process. ``huey`` is
+that instance; read before any bind (``huey_consumer engine.tasks.huey``), it builds the runtime
+from the environment. ``hookline worker`` also starts the reaper thread.
 
 Outages (engine.worker_health): while the store is unavailable the worker takes no message (a breaker
 that probes, then resumes) and a run cut off mid-way goes back on the queue; queue read errors are one
@@ -93,59 +95,76 @@ def make_huey(settings: Settings) -> Huey:
                         timeout=30)
 
 
-settings = Settings.from_env()
-huey = make_huey(settings)
+_huey: Huey | None = None
+_execute_run: Any = None
 _service: Service | None = None
 _lock = threading.Lock()
 store_breaker = StoreBreaker(lambda: service().store.ping())
 queue_outage = OutageLog("queue", QUEUE_UP)
 
 
-def service() -> Service:
-    """The process's Service, built on first use (not at import)."""
-    global _service
-    from engine.service import Service
+def bind(huey: Huey, service: Service) -> Huey:
+    """Register the tasks on ``huey`` (from make_huey) and make it and ``service`` this process's; build_runtime calls it.
+
+    Task names stay ``engine.tasks.execute_run``, ``reap`` and ``prune``, so queued messages survive upgrades.
+    """
+    global _huey, _execute_run, _service
+
+    @huey.task(retries=0)  # type: ignore[untyped-decorator]
+    def execute_run(run_id: int) -> None:
+        try:
+            service.execute_run(run_id)
+        except StoreUnavailable as exc:  # cut off mid-run: back on the queue, taken again once the store answers
+            store_breaker.opened(exc)
+            try:
+                enqueue(run_id)
+            except queue_errors() as qexc:  # the reaper finds it (queued or lease expired) once both are back
+                queue_outage.failed(qexc, "retrying quietly")
+
+    @huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
+    def reap() -> None:
+        _guarded(service.reap)
+
+    @huey.periodic_task(crontab(minute="17"))  # type: ignore[untyped-decorator]
+    def prune() -> None:
+        _guarded(service.prune)
+
     with _lock:
-        if _service is None:
-            from engine.catalog import FlowCatalog
-            from engine.store import RunStore
-
-            _service = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir),
-                               enqueue=enqueue, pending=huey.pending_count)
-        return _service
+        _huey, _execute_run, _service = huey, execute_run, service
+    return huey
 
 
-@huey.task(retries=0)  # type: ignore[untyped-decorator]
-def execute_run(run_id: int) -> None:
-    try:
-        service().execute_run(run_id)
-    except StoreUnavailable as exc:  # cut off mid-run: back on the queue, taken again once the store answers
-        store_breaker.opened(exc)
-        try:
-            enqueue(run_id)
-        except queue_errors() as qexc:  # the reaper finds it (queued or lease expired) once both are back
-            queue_outage.failed(qexc, "retrying quietly")
-
-
-@huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
-def reap() -> None:
+def _guarded(job: Any) -> None:
     if store_breaker.allow():
         try:
-            service().reap()
+            job()
         except StoreUnavailable as exc:
             store_breaker.opened(exc)
 
 
-@huey.periodic_task(crontab(minute="17"))  # type: ignore[untyped-decorator]
-def prune() -> None:
-    if store_breaker.allow():
-        try:
-            service().prune()
-        except StoreUnavailable as exc:
-            store_breaker.opened(exc)
+def _bound() -> tuple[Huey, Any, Service]:
+    """What bind installed; without a bind (``huey_consumer engine.tasks.huey``) the runtime from the environment."""
+    if _huey is None:
+        from engine.runtime import build_runtime
+
+        build_runtime(Settings.from_env())
+    assert _huey is not None and _service is not None
+    return _huey, _execute_run, _service
+
+
+def service() -> Service:
+    """The process's Service (bound by build_runtime)."""
+    return _bound()[2]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "huey":  # `huey_consumer engine.tasks.huey`, `tasks.huey.create_consumer(...)`
+        return _bound()[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def enqueue(run_id: int, delay: float = 0.0) -> None:
+    execute_run = _bound()[1]
     if delay > 0:
         execute_run.schedule((run_id,), delay=delay)
     else:

@@ -21,7 +21,8 @@ class RowId(IntegerConverter):
 
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Flask:
-    """Build the app; without ``service`` it wires the store, catalog and Huey queue from settings."""
+    """Build the app; without ``service`` it builds the process's runtime (store, catalog, service and the
+    Huey queue) from ``settings`` (engine.runtime.build_runtime)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.url_map.converters["int"] = RowId  # before any route is added
@@ -33,12 +34,9 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask 3 reads this, not JSON_SORT_KEYS
     if service is None:
-        from engine import tasks
-        from engine.catalog import FlowCatalog
-        from engine.store import RunStore
+        from engine.runtime import build_runtime
 
-        service = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir),
-                          enqueue=tasks.enqueue, pending=tasks.huey.pending_count)
+        service = build_runtime(settings).service
     app.extensions["hookline"] = service
     from engine.sqlite_guard import SqliteGuard
 

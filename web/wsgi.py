@@ -1,9 +1,10 @@
-"""WSGI entry point: ``gunicorn web.wsgi:app``."""
+"""WSGI entry point: ``gunicorn web.wsgi:app``; settings are read once, here, and the runtime built from them."""
 
 from engine.config import Settings, skip_unused_drivers
 
-skip_unused_drivers(Settings.from_env())
+settings = Settings.from_env()
+skip_unused_drivers(settings)
 
 from web import create_app  # noqa: E402 - after the drivers a SQLite deployment never loads are skipped
 
-app = create_app()
+app = create_app(settings)
