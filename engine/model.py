@@ -27,21 +27,6 @@ class RunStatus(StrEnum):
 
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.FILTERED})
 
-# The legal run transitions; the store refuses anything else.
-RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.WAITING}),
-    RunStatus.WAITING: frozenset({RunStatus.RUNNING, RunStatus.WAITING}),
-    RunStatus.RUNNING: frozenset({RunStatus.RUNNING, RunStatus.WAITING, *TERMINAL}),
-    RunStatus.SUCCEEDED: frozenset(),
-    RunStatus.FAILED: frozenset(),
-    RunStatus.FILTERED: frozenset(),
-}
-
-
-def can_transition(old: RunStatus, new: RunStatus) -> bool:
-    return new in RUN_TRANSITIONS[old]
-
-
 class StepStatus(StrEnum):
     RUNNING = "running"  # started and not finished: if the worker died, the next claim marks it interrupted
     SUCCEEDED = "succeeded"

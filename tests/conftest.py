@@ -102,9 +102,10 @@ def store(db_url: str) -> Iterator[RunStore]:
 
 @pytest.fixture
 def target() -> Iterator[Target]:
+    """A scripted HTTP server on 127.0.0.1 (tests.support.Target), closed after the test; tests/faults use it too."""
     t = start_target()
     yield t
-    t.server.shutdown()
+    t.close()
 
 
 @pytest.fixture

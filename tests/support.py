@@ -55,6 +55,11 @@ class Target:
         with self.lock:
             return [s for s in self.seen if path is None or s.path == path]
 
+    def close(self) -> None:
+        """Stop serving and close the listening socket (shutdown alone leaves it open: a ResourceWarning)."""
+        self.server.shutdown()
+        self.server.server_close()
+
 
 def start_target() -> Target:
     target: Target

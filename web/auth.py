@@ -8,7 +8,8 @@ Who may do what:
   still be right. They answer only requests whose Host is trusted (``HOOKLINE_TRUSTED_HOSTS``, by default
   the loopback names and the address served on), so a DNS-rebinding page cannot drive a local UI.
 - always open: ``/hooks/*`` (providers), the sandbox receiver ``/sandbox/<name>/...``, ``/healthz``,
-  ``/readyz`` and ``/static``.
+  ``/readyz``, ``/metrics`` (for Prometheus: expose it only internally), the editors' JSON Schemas
+  under ``/schemas/`` and ``/static``.
 
 Every POST from a browser carries the session's CSRF token, as the ``csrf_token`` form field or the
 ``X-CSRF-Token`` header (fetch from app.js); the login form too, so a page on another site cannot log
@@ -134,7 +135,6 @@ def _guard() -> Any:
     if token is not None:
         if not _same(token, service().settings.api_token):
             raise ApiError(401, "invalid bearer token (it must equal HOOKLINE_API_TOKEN)")
-        g.bearer = True
         return None
     if password_required() and not logged_in() and path != url_for("auth.login"):
         if api or path.endswith(".json") or request.method != "GET":

@@ -34,47 +34,8 @@ from web import create_app
 PASSWORD = "browser-test-password"
 STRIPE_SECRET = "whsec_browser_test_secret"
 FLOW_ID = "stripe_payment_sync"
-FLOW = """\
-# Stripe payment -> CRM contact -> accounting invoice.
-id: stripe_payment_sync
-name: Stripe payment -> CRM -> accounting
-trigger:
-  verify:
-    provider: stripe
-    secret: ${STRIPE_WEBHOOK_SECRET}
-  dedupe: $.id
-  index:
-    payment: $.data.object.id
-steps:
-  - id: succeeded_only
-    filter: event.type == "payment_intent.succeeded"
-  - id: payment
-    transform:
-      customer: $.data.object.customer
-      email: "{{ event.data.object.receipt_email | lower }}"
-      amount: "{{ event.data.object.amount / 100 }}"
-      currency: "{{ event.data.object.currency | upper }}"
-  - id: crm_contact
-    http:
-      method: POST
-      url: ${CRM_URL}/contacts
-      headers:
-        Authorization: Bearer ${CRM_TOKEN}
-      json:
-        email: "{{ steps.payment.email }}"
-        external_id: "{{ steps.payment.customer }}"
-      timeout: 10s
-  - id: invoice
-    when: steps.payment.amount > 0
-    http:
-      method: POST
-      url: ${ACCOUNTING_URL}/invoices
-      json:
-        contact_id: "{{ steps.crm_contact.response.json.id }}"
-        amount: "{{ steps.payment.amount }}"
-        currency: "{{ steps.payment.currency }}"
-      retry: {max_attempts: 1}
-"""
+# The shipped example, as users get it (lookup, switch create/update contact, invoice, on_failure alert).
+FLOW = (Path(__file__).resolve().parents[2] / "flows" / f"{FLOW_ID}.yaml").read_text(encoding="utf-8")
 
 LINES_ID = "order_lines"
 LINES_FLOW = """\
@@ -196,6 +157,7 @@ def live_hookline(tmp: Path, *, password: str | None = PASSWORD) -> Iterator[Liv
     server = make_server("127.0.0.1", 0, app, threaded=True)
     url = f"http://127.0.0.1:{server.server_port}"
     env["CRM_URL"] = f"{url}/sandbox/crm"
+    env["ALERT_URL"] = f"{url}/sandbox/alerts"  # the flow's on_failure alert; its default is port 8000
     thread = threading.Thread(target=server.serve_forever, name="hookline-test-web", daemon=True)
     thread.start()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -13,7 +13,6 @@ from sqlalchemy.engine import make_url
 
 from engine.migrate import upgrade
 from tests.faults.infra import SECRET, RedisServer, Stack, TcpProxy
-from tests.support import Target, start_target
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -32,14 +31,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def target() -> Iterator[Target]:
-    t = start_target()
-    yield t
-    t.server.shutdown()
-    t.server.server_close()
 
 
 @pytest.fixture
