@@ -285,6 +285,23 @@ def unb64(value: str, size: int) -> bytes | None:
     return decoded if len(decoded) == size else None
 
 
+def mac_header(request: Request, name: str, expected: str, *, scheme: str | None = None, encoding: str = "hex",
+               size: int = 32) -> bytes:
+    """The MAC a provider sends in header ``name`` (after ``<scheme>=`` when given), decoded from hex or base64.
+
+    VerificationError "<name> is malformed: expected <expected>" when it is not one of ``size`` bytes.
+    """
+    value = header(request, name)
+    if scheme is not None:
+        given, sep, value = value.partition("=")
+        if given != scheme or not sep:
+            value = ""
+    signature = unhex(value, size) if encoding == "hex" else unb64(value, size)
+    if signature is None:
+        raise VerificationError(f"{name} is malformed: expected {expected}")
+    return signature
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

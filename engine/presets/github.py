@@ -5,28 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import VerificationError
 from engine.presets.base import (
     SECRET,
     Preset,
     Request,
     VerifyConfig,
-    header,
     keys,
     mac,
+    mac_header,
     nothing_sent,
     register,
     require_match,
-    unhex,
 )
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
     secrets = keys(config, env)
-    scheme, sep, value = header(request, "X-Hub-Signature-256").partition("=")
-    signature = unhex(value, 32) if scheme == "sha256" and sep else None
-    if signature is None:
-        raise VerificationError("X-Hub-Signature-256 is malformed: expected sha256=<64 hex digits>")
+    signature = mac_header(request, "X-Hub-Signature-256", "sha256=<64 hex digits>", scheme="sha256")
     require_match(secrets, [request.body], [signature])
 
 

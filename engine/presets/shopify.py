@@ -4,28 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.errors import VerificationError
 from engine.presets.base import (
     SECRET,
     Preset,
     Request,
     VerifyConfig,
     b64,
-    header,
     keys,
     mac,
+    mac_header,
     nothing_sent,
     register,
     require_match,
-    unb64,
 )
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
     secrets = keys(config, env)
-    signature = unb64(header(request, "X-Shopify-Hmac-Sha256"), 32)
-    if signature is None:
-        raise VerificationError("X-Shopify-Hmac-Sha256 is malformed: expected the base64 of a 32-byte HMAC-SHA256")
+    signature = mac_header(request, "X-Shopify-Hmac-Sha256", "the base64 of a 32-byte HMAC-SHA256", encoding="base64")
     require_match(secrets, [request.body], [signature])
 
 

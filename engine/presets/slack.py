@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.errors import VerificationError
 from engine.presets.base import (
     SECRET,
     TOLERANCE,
@@ -15,21 +14,18 @@ from engine.presets.base import (
     header,
     keys,
     mac,
+    mac_header,
     nothing_sent,
     register,
     require_match,
     timestamp,
     tolerance_hint,
-    unhex,
 )
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
     secrets = keys(config, env)
-    scheme, sep, value = header(request, "X-Slack-Signature").partition("=")
-    signature = unhex(value, 32) if scheme == "v0" and sep else None
-    if signature is None:
-        raise VerificationError("X-Slack-Signature is malformed: expected v0=<64 hex digits>")
+    signature = mac_header(request, "X-Slack-Signature", "v0=<64 hex digits>", scheme="v0")
     raw_ts = header(request, "X-Slack-Request-Timestamp")
     check_tolerance(timestamp(raw_ts, "X-Slack-Request-Timestamp"), now, config)
     require_match(secrets, [f"v0:{raw_ts}:".encode() + request.body], [signature])

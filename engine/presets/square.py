@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from engine.errors import VerificationError
 from engine.presets.base import (
     SECRET,
     URL,
@@ -12,24 +11,21 @@ from engine.presets.base import (
     Request,
     VerifyConfig,
     b64,
-    header,
     keys,
     mac,
+    mac_header,
     nothing_sent,
     register,
     require_match,
     signed_url,
-    unb64,
     utf8,
 )
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
     secrets = keys(config, env)
-    signature = unb64(header(request, "X-Square-HmacSha256-Signature"), 32)
-    if signature is None:
-        raise VerificationError(
-            "X-Square-HmacSha256-Signature is malformed: expected the base64 of a 32-byte HMAC-SHA256")
+    signature = mac_header(request, "X-Square-HmacSha256-Signature", "the base64 of a 32-byte HMAC-SHA256",
+                           encoding="base64")
     require_match(secrets, [utf8(signed_url(request, config, env)) + request.body], [signature])
 
 
