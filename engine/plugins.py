@@ -14,7 +14,9 @@ not using it carry on (I11). Flows using its step type or provider then fail val
 from __future__ import annotations
 
 import logging
+from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from engine.errors import PluginError
 
@@ -27,10 +29,16 @@ LOADED: dict[str, list[str]] = {STEPS: [], PRESETS: []}  # group -> names of the
 FAILED: list[PluginError] = []
 
 
+@cache
+def _installed() -> Any:  # SelectableGroups on 3.11, EntryPoints from 3.12: both have select(group=)
+    """Every installed entry point, read once per process (a scan of all distributions: ~10-50 ms here)."""
+    return entry_points()
+
+
 def load(group: str) -> list[PluginError]:
     """Import every entry point of ``group`` once; returns the failures of this call (also logged, and in FAILED)."""
     failures: list[PluginError] = []
-    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+    for ep in sorted(_installed().select(group=group), key=lambda e: e.name):
         if ep.name in LOADED.setdefault(group, []):
             continue
         try:
