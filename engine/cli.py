@@ -241,7 +241,12 @@ def run(flow: str, event_file: str, headers: tuple[str, ...], dry_run: bool, flo
         k, v = h.split("=", 1)
         pairs.append((k.strip(), v.strip()))
     event = Event(body=body, headers=Headers(pairs), raw=json.dumps(body, default=str).encode())
-    options = RunOptions.from_settings(settings)
+    from engine.catalog import FlowCatalog
+    from engine.connections.runtime import ConnectionRuntime
+
+    # connections.yaml beside the flows; tokens cached in this process only (nothing is stored)
+    connections = ConnectionRuntime(FlowCatalog(settings.flows_dir).connection, secret_key=settings.secret_key)
+    options = RunOptions.from_settings(settings, connections=connections)
 
     def waiting(r: Any) -> None:
         click.echo(f"  retrying in {max(0.0, r.next_attempt_at - time.time()):.1f}s: {r.error}")

@@ -41,7 +41,7 @@ from engine.placeholder import Placeholder
 MAX_OUTPUT = 1_000_000  # characters one string (and one template's output) may have
 MAX_REPEAT = 100_000  # items one list or repetition may have; largest width/padding/precision
 MAX_RANGE_TOTAL = 200_000  # range() items one render may produce, nested loops included
-MAX_INT_BITS = 100_000
+MAX_INT_BITS = 14_000  # about 4,200 digits: every integer a template makes can be printed and stored (JSON)
 MAX_WORK = 20_000_000  # characters + items all bounded operations of one render may produce together
 RENDER_DEADLINE_S = 1.0  # CPU seconds one render (or one compile) may take
 

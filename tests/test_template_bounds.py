@@ -175,3 +175,15 @@ def test_a_bomb_at_run_time_fails_the_step_without_a_retry() -> None:
     [step] = result.steps
     assert step.error_type == "TemplateError"
     assert step.error_message == "flows/f.yaml:5: steps[0].transform.x: template took longer than 1s (render deadline)"
+
+
+def test_every_integer_a_template_makes_can_be_stored() -> None:
+    """A native integer result goes into JSON records: past Python's 4,300-digit limit it could not."""
+    import json
+
+    from engine.errors import TemplateError
+    from engine.templating import RenderContext, Where, compile_value
+
+    assert len(json.dumps(compile_value("{{ 3 ** 6000 }}", Where()).render(RenderContext({})))) > 2800
+    with pytest.raises(TemplateError, match="bits"):
+        compile_value("{{ n ** 20000 }}", Where()).render(RenderContext({"n": 2}))
