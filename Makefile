@@ -28,12 +28,12 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check engine web tests $(wildcard bench)
-	$(BIN)/mypy --strict engine
+	$(BIN)/mypy --strict engine web
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check engine web tests $(wildcard bench)
-	$(BIN)/mypy --strict engine
+	$(BIN)/mypy --strict engine web
 
 # make bench [BENCH_ARGS="--sections peers --with-n8n --peers-kill"]; the peers section needs node + npm and wrk
 bench: $(TEST_STAMP)
