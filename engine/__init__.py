@@ -1,9 +1,9 @@
 """Hookline's engine: flows in YAML, run step by step, recorded.
 
-Import rule: the core modules (model, errors, config, envrefs, templating, loader, catalog, steps,
-runner, verify, events, flowtest) never import flask, huey or sqlalchemy; tests/test_architecture.py
-enforces it. The adapters are store (SQLAlchemy), service (use cases over the store), tasks (Huey)
-and the web package (Flask).
+Import rule: the core modules (model, errors, config, envrefs, units, templating, jinjaenv, placeholder,
+loader, schema, catalog, steps, runner, redaction, presets, connections, events, flowtest) never import
+flask, huey or sqlalchemy; tests/test_architecture.py enforces it. The adapters are store (SQLAlchemy),
+connection_store, service (use cases over the store), runtime and tasks (Huey), and the web package (Flask).
 """
 
 from engine.errors import EngineError, FlowError, FlowInvalid, StepError, TemplateError
