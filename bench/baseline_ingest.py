@@ -55,7 +55,7 @@ def make_db(url: str) -> Engine:
 
 
 class QueueStorage(SqliteStorage):  # type: ignore[misc]
-    """The engine's queue settings (engine/tasks.py QueueStorage): WAL, synchronous=NORMAL."""
+    """The engine's queue settings (engine/app/tasks.py QueueStorage): WAL, synchronous=NORMAL."""
 
     def _create_connection(self) -> Any:
         conn = super()._create_connection()

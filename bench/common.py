@@ -313,7 +313,7 @@ def stop(proc: Proc, timeout: float = 10.0) -> None:
 
 
 def gunicorn_args(app: str, port: int, workers: int = WEB_WORKERS, threads: int = WEB_THREADS) -> list[str]:
-    """The same command line `hookline web` execs (engine/cli.py:web), for any WSGI app."""
+    """The same command line `hookline web` execs (engine/app/cli.py:web), for any WSGI app."""
     return [PY, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
             "--worker-class", "gthread" if threads > 1 else "sync", "--access-logfile", "-",
             "--graceful-timeout", "10", app]
@@ -379,14 +379,14 @@ def engine_env(backend: Backend, flows: Path, target_url: str, **extra: str) -> 
 
 
 def start_engine_web(stack: Stack, env: dict[str, str], port: int, workers: int = WEB_WORKERS) -> Proc:
-    proc = stack.add(spawn("engine-web", [PY, "-m", "engine.cli", "web", "--port", str(port), "--workers",
+    proc = stack.add(spawn("engine-web", [PY, "-m", "engine.app.cli", "web", "--port", str(port), "--workers",
                                           str(workers), "--threads", str(WEB_THREADS)], env, stack.logdir))
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
     return proc
 
 
 def start_engine_workers(stack: Stack, env: dict[str, str], processes: int = 1) -> list[Proc]:
-    return [stack.add(spawn(f"engine-worker{i}", [PY, "-m", "engine.cli", "worker", "--workers", str(WORKER_THREADS)],
+    return [stack.add(spawn(f"engine-worker{i}", [PY, "-m", "engine.app.cli", "worker", "--workers", str(WORKER_THREADS)],
                             env, stack.logdir)) for i in range(processes)]
 
 

@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("verification", ("engine/verify.py", "hmac.py")),
     ("httpx (outbound calls)", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py")),
     ("SQL (SQLAlchemy, driver, store)", ("sqlalchemy/", "sqlite3/", "psycopg/", "psycopg_pool/", "engine/store.py")),
-    ("queue (Huey, Redis)", ("huey/", "redis/", "engine/tasks.py")),
+    ("queue (Huey, Redis)", ("huey/", "redis/", "engine/app/tasks.py")),
     ("flow steps (runner, templating, steps)", ("engine/runner.py", "engine/steps/", "engine/templating.py",
                                                 "jinja2/", "jsonpath", "engine/envrefs.py", "engine/model.py")),
     ("engine service (execute_run, leases)", ("engine/service.py", "engine/destinations.py")),

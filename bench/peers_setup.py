@@ -177,7 +177,7 @@ def start_hookline(setup: str, backend: Backend, stack: Stack, mock_url: str, **
     env = engine_env(backend, flows, mock_url, MOCK_URL=mock_url, **extra)
     port = free_port()
     if setup == "serve":
-        proc = stack.add(spawn("hookline-serve", [PY, "-m", "engine.cli", "serve", "--flows", str(flows), "--host",
+        proc = stack.add(spawn("hookline-serve", [PY, "-m", "engine.app.cli", "serve", "--flows", str(flows), "--host",
                                                   "127.0.0.1", "--port", str(port)], env, stack.logdir))
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
         procs = [proc]

@@ -3,7 +3,8 @@
 Import rule: the core modules (model, errors, config, envrefs, units, templating, jinjaenv, placeholder,
 loader, schema, catalog, steps, runner, redaction, presets, connections, events, flowtest) never import
 flask, huey or sqlalchemy; tests/test_architecture.py enforces it. The adapters are store (SQLAlchemy),
-connection_store, service (use cases over the store), runtime and tasks (Huey), and the web package (Flask).
+connection_store, service (use cases over the store), the web package (Flask), and engine.app (the
+``hookline`` command, Huey tasks, reaper, servers, composition root): only engine.app imports web or huey.
 """
 
 from engine.errors import EngineError, FlowError, FlowInvalid, StepError, TemplateError

@@ -392,20 +392,3 @@ class Service:
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
-
-class Reaper(threading.Thread):
-    """Background thread in each worker process: reap every interval until stopped."""
-
-    def __init__(self, service: Service, interval: float) -> None:
-        super().__init__(name="hookline-reaper", daemon=True)
-        self.service = service
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.service.reap()
-            except Exception as exc:  # noqa: BLE001 - database down: try again next interval
-                log.warning("reaper: %s", exc)
-            self.stopped.wait(self.interval)

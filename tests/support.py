@@ -148,7 +148,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 def hookline(*args: str, env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start `hookline <args>` as a real process with its own environment."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], cwd=ROOT, env={**os.environ, **env},
+    return subprocess.Popen([sys.executable, "-m", "engine.app.cli", *args], cwd=ROOT, env={**os.environ, **env},
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

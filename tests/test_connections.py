@@ -294,7 +294,7 @@ def test_a_flow_naming_an_unknown_connection_is_not_served_until_it_exists(tmp_p
 def test_validate_reports_a_step_naming_an_unknown_connection_with_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "uses.yaml").write_text(FLOW_NAMING.format(name="crmx"))
     (tmp_path / "connections.yaml").write_text((ROOT / "flows" / "connections.yaml").read_text())
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(tmp_path)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "engine.app.cli", "validate", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"{tmp_path}/uses.yaml:8: steps[1].http.connection: unknown connection 'crmx'; {tmp_path}/connections.yaml " \

@@ -16,7 +16,7 @@ import yaml
 from jinja2 import Environment
 
 from engine import reference
-from engine.cli import main as cli
+from engine.app.cli import main as cli
 from engine.config import settings_help
 from engine.flowtest import FIXTURE_KEYS, run_fixture
 from engine.loader import FLOW_KEYS, STEP_COMMON, TRIGGER_KEYS, load_flow_file

@@ -58,7 +58,7 @@ def test_the_sandbox_is_off_when_disabled(tmp_path: Path) -> None:
 
 
 def test_serving_beyond_localhost_turns_the_sandbox_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.cli import _listening_env
+    from engine.app.cli import _listening_env
 
     monkeypatch.delenv("HOOKLINE_SANDBOX", raising=False)
     monkeypatch.delenv("HOOKLINE_TRUSTED_HOSTS", raising=False)

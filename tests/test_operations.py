@@ -170,7 +170,7 @@ def test_a_web_process_loads_only_the_drivers_its_settings_use(tmp_path: Path, r
 
     env = {**os.environ, "HOOKLINE_REDIS_URL": redis, "HOOKLINE_DATABASE_URL": database.format(tmp=tmp_path),
            "HOOKLINE_FLOWS_DIR": str(tmp_path)}
-    probe = ("import sys, web.wsgi; from engine import tasks; "
+    probe = ("import sys, engine.app.wsgi; from engine.app import tasks; "
              "print(sorted(m for m in ('redis', 'psycopg') if sys.modules.get(m) is not None)); "
              "s = tasks.huey.storage; print(s.conn.execute('PRAGMA synchronous').fetchone()[0] if not redis else '-')"
              .replace("not redis", repr(not redis)))

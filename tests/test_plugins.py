@@ -126,14 +126,14 @@ def test_plugin_step_type_and_preset_load_validate_run_and_verify(tmp_path: Path
     assert errors == ["plugin 'broken' (hookline.steps = hookline_demo.broken) did not load: "
                       "ModuleNotFoundError: No module named 'hookline_no_such_module'"]
 
-    validated = _python(["-m", "engine.cli", "validate", str(flow)], site, tmp_path)
+    validated = _python(["-m", "engine.app.cli", "validate", str(flow)], site, tmp_path)
     assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
 def test_without_the_plugin_its_step_type_and_provider_are_unknown(tmp_path: Path) -> None:
     flow = tmp_path / "shouting.yaml"
     flow.write_text(FLOW)
-    done = _python(["-m", "engine.cli", "validate", str(flow)], None, tmp_path)
+    done = _python(["-m", "engine.app.cli", "validate", str(flow)], None, tmp_path)
     assert done.returncode != 0
     out = done.stdout + done.stderr
     assert "shout" in out and "demo" in out

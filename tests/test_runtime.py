@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 from huey.storage import RedisStorage
 
-from engine import tasks
+from engine.app import tasks
+from engine.app.runtime import build_runtime, make_app
 from engine.catalog import FlowCatalog
 from engine.config import Settings
 from engine.destinations import parse_destinations
 from engine.errors import SettingsError
-from engine.runtime import build_runtime
 from engine.service import Service
 from engine.steps import RunOptions
 from engine.store import RunStore
 from tests.support import Target
-from web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +56,7 @@ def test_a_service_with_a_mistyped_destination_does_not_start(tmp_path: Path, se
 def test_the_worker_refuses_a_mistyped_destination_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "HOOKLINE_DATABASE_URL": f"sqlite:///{tmp_path}/h.db", "HOOKLINE_FLOWS_DIR": str(tmp_path),
            "HOOKLINE_DESTINATIONS": '{"crm.example.com": {"rate": "5/s", "concurency": 2}}'}
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "worker"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "engine.app.cli", "worker"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip() == ("error: HOOKLINE_DESTINATIONS: crm.example.com.concurency: unknown key 'concurency'; "
@@ -78,20 +77,20 @@ def test_run_options_come_from_settings_in_the_service_and_the_cli(tmp_path: Pat
     # `hookline run` used to build its own RunOptions and sent Hookline's default User-Agent
     (tmp_path / "ua.yaml").write_text(f"steps:\n  - id: call\n    http: {{url: '{target.url}/ua', json: {{}}}}\n")
     (tmp_path / "e.json").write_text(json.dumps({}))
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "run", "ua", "--event", str(tmp_path / "e.json"),
+    out = subprocess.run([sys.executable, "-m", "engine.app.cli", "run", "ua", "--event", str(tmp_path / "e.json"),
                           "--flows", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "HOOKLINE_USER_AGENT": "Acme-Hooks/2"})
     assert out.returncode == 0, out.stdout + out.stderr
     assert target.requests("/ua")[0].headers["user-agent"] == "Acme-Hooks/2"
 
 
-def test_create_app_takes_the_queue_from_the_settings_it_is_given(tmp_path: Path, redis_url: str) -> None:
+def test_make_app_takes_the_queue_from_the_settings_it_is_given(tmp_path: Path, redis_url: str) -> None:
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "hello.yaml").write_text("steps:\n  - id: t\n    transform: {a: 1}\n")
     db = f"sqlite:///{tmp_path}/h.db"
     RunStore(db).create_all()
-    app = create_app(Settings(database_url=db, flows_dir=str(flows), huey_path=str(tmp_path / "q.db")))
+    app = make_app(Settings(database_url=db, flows_dir=str(flows), huey_path=str(tmp_path / "q.db")))
     assert tasks.huey.storage.filename == str(tmp_path / "q.db")  # not the environment's queue
     resp = app.test_client().post("/hooks/hello", json={"n": 1})
     assert resp.status_code == 202 and tasks.huey.pending_count() == 1

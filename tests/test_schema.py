@@ -49,10 +49,10 @@ def test_what_the_loader_rejects_for_its_shape_the_schema_rejects(doc: dict[str,
 
 
 def test_served_at_a_stable_url(tmp_path: Path) -> None:
+    from engine.app.runtime import make_app
     from engine.config import Settings
-    from web import create_app
 
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/s.db", flows_dir=str(tmp_path), sandbox=False))
+    app = make_app(Settings(database_url=f"sqlite:///{tmp_path}/s.db", flows_dir=str(tmp_path), sandbox=False))
     response = app.test_client().get("/schemas/flow.json")
     assert response.status_code == 200 and response.mimetype == "application/schema+json"
     assert response.get_json() == SCHEMA

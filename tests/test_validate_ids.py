@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from engine.cli import main
+from engine.app.cli import main
 
 
 def test_validate_reports_id_clashes_between_files_with_the_line(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ class RowId(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)  # type: ignore[arg-type]
 
 
-def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Flask:
-    """Build the app; without ``service`` it builds the process's runtime (store, catalog, service and the
-    Huey queue) from ``settings`` (engine.runtime.build_runtime)."""
-    settings = settings or Settings.from_env()
+def create_app(settings: Settings | None, *, service: Service) -> Flask:
+    """Build the app on ``service`` (engine.app.runtime.make_app builds both from one Settings: web never
+    builds a queue itself). ``settings`` defaults to the service's."""
+    settings = settings or service.settings
     app = Flask(__name__)
     app.url_map.converters["int"] = RowId  # before any route is added
     app.config.update(
@@ -33,10 +33,6 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask 3 reads this, not JSON_SORT_KEYS
-    if service is None:
-        from engine.runtime import build_runtime
-
-        service = build_runtime(settings).service
     app.extensions["hookline"] = service
     from engine.sqlite_guard import SqliteGuard
 

@@ -34,7 +34,7 @@ def readyz() -> Any:
             checks["queue"] = f"ok ({svc.pending()} pending)"
         except Exception as exc:  # noqa: BLE001
             checks["queue"] = f"unavailable: {str(exc)[:200]}"
-    tasks = sys.modules.get("engine.tasks")  # hookline serve: the worker threads of this very process
+    tasks = sys.modules.get("engine.app.tasks")  # hookline serve: the worker threads of this very process
     if tasks is not None and tasks.store_breaker.down:
         checks["worker"] = f"paused: database {tasks.store_breaker.status()}"
     ok = all(v.startswith("ok") for v in checks.values())

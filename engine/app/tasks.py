@@ -1,11 +1,11 @@
 """The only Huey instance, and tasks that are three-line calls into the service.
 
-Nothing is built at import: engine.runtime.build_runtime(settings) makes the Huey from those settings,
+Nothing is built at import: engine.app.runtime.build_runtime(settings) makes the Huey from those settings,
 registers the tasks on it and binds the service they call (``bind``), once per process. ``huey`` is
-that instance; read before any bind (``huey_consumer engine.tasks.huey``), it builds the runtime
+that instance; read before any bind (``huey_consumer engine.app.tasks.huey``), it builds the runtime
 from the environment. ``hookline worker`` also starts the reaper thread.
 
-Outages (engine.worker_health): while the store is unavailable the worker takes no message (a breaker
+Outages (engine.app.worker_health): while the store is unavailable the worker takes no message (a breaker
 that probes, then resumes) and a run cut off mid-way goes back on the queue; queue read errors are one
 line per outage, not a traceback per poll.
 """
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from huey import Huey, crontab
 from huey.storage import RedisStorage, SqliteStorage
 
+from engine.app.worker_health import QUEUE_UP, OutageLog, StoreBreaker, queue_errors
 from engine.config import Settings
 from engine.errors import StoreUnavailable
-from engine.worker_health import QUEUE_UP, OutageLog, StoreBreaker, queue_errors
 
 if TYPE_CHECKING:
     from engine.service import Service
@@ -106,7 +106,7 @@ queue_outage = OutageLog("queue", QUEUE_UP)
 def bind(huey: Huey, service: Service) -> Huey:
     """Register the tasks on ``huey`` (from make_huey) and make it and ``service`` this process's; build_runtime calls it.
 
-    Task names stay ``engine.tasks.execute_run``, ``reap`` and ``prune``, so queued messages survive upgrades.
+    Task names stay ``engine.app.tasks.execute_run``, ``reap`` and ``prune``, so queued messages survive upgrades.
     """
     global _huey, _execute_run, _service
 
@@ -143,9 +143,9 @@ def _guarded(job: Any) -> None:
 
 
 def _bound() -> tuple[Huey, Any, Service]:
-    """What bind installed; without a bind (``huey_consumer engine.tasks.huey``) the runtime from the environment."""
+    """What bind installed; without a bind (``huey_consumer engine.app.tasks.huey``) the runtime from the environment."""
     if _huey is None:
-        from engine.runtime import build_runtime
+        from engine.app.runtime import build_runtime
 
         build_runtime(Settings.from_env())
     assert _huey is not None and _service is not None
@@ -158,7 +158,7 @@ def service() -> Service:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "huey":  # `huey_consumer engine.tasks.huey`, `tasks.huey.create_consumer(...)`
+    if name == "huey":  # `huey_consumer engine.app.tasks.huey`, `tasks.huey.create_consumer(...)`
         return _bound()[0]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

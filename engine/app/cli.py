@@ -402,32 +402,16 @@ def _run_consumer(settings: Settings, workers: int, health_port: int | None = No
     from engine.config import skip_unused_drivers
 
     skip_unused_drivers(settings)
-    from engine import tasks
-    from engine.errors import StoreUnavailable
-    from engine.runtime import build_runtime
-    from engine.service import Reaper
+    from engine.app import tasks
+    from engine.app.reaper import Reaper
+    from engine.app.runtime import build_runtime
 
     runtime = runtime or _runtime(build_runtime, settings)
-
-    class GuardedReaper(Reaper):
-        """The reaper passes the store breaker too: no pass (and no log line) per interval during an outage."""
-
-        def run(self) -> None:
-            while not self.stopped.is_set():
-                if tasks.store_breaker.allow():
-                    try:
-                        self.service.reap()
-                    except StoreUnavailable as exc:
-                        tasks.store_breaker.opened(exc)
-                    except Exception as exc:  # noqa: BLE001 - anything else: say so, try again next interval
-                        log.warning("reaper: %s", exc)
-                self.stopped.wait(self.interval)
-
-    reaper = GuardedReaper(runtime.service, settings.reaper_interval_s)
+    reaper = Reaper(runtime.service, settings.reaper_interval_s, tasks.store_breaker)
     reaper.start()
     health = None
     if health_port is not None:
-        from engine.worker_health import HealthServer
+        from engine.app.worker_health import HealthServer
 
         health = HealthServer("127.0.0.1", health_port, worker_checks)
         health.start()
@@ -443,8 +427,8 @@ def _run_consumer(settings: Settings, workers: int, health_port: int | None = No
 
 
 def worker_checks() -> dict[str, str]:
-    """The worker's readiness: its store breaker and its queue reads (engine.worker_health)."""
-    from engine import tasks
+    """The worker's readiness: its store breaker and its queue reads (engine.app.worker_health)."""
+    from engine.app import tasks
 
     return {"database": tasks.store_breaker.status(), "queue": tasks.queue_outage.status()}
 
@@ -464,7 +448,7 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
           request_timeout: float, idle_timeout: float) -> None:
     """Web server and worker in one process: the embedded set-up (SQLite + Huey on SQLite).
 
-    The web side runs on waitress (engine.serving): requests reach the app only once complete, within
+    The web side runs on waitress (engine.app.serving): requests reach the app only once complete, within
     --request-timeout, on a bounded thread pool.
     """
     settings = _settings(env={**os.environ, **_listening_env(host)}, flows_dir=flows_dir)
@@ -479,8 +463,8 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
     skip_unused_drivers(settings)
     import threading
 
-    from engine.runtime import build_runtime
-    from engine.serving import DeadlineServer
+    from engine.app.runtime import build_runtime
+    from engine.app.serving import DeadlineServer
     from web import create_app
 
     runtime = _runtime(build_runtime, settings)
@@ -513,11 +497,11 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookline-metrics-")
     args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--config", "python:web.gunicorn_conf",
+            "--config", "python:engine.app.gunicorn_conf",
             "--threads", str(threads), "--worker-class", "gthread" if threads > 1 else "sync",
             # %(U)s: the path without its query string, which may carry a verification token
             "--access-logfile", "-", "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss',
-            "--graceful-timeout", "10", "web.wsgi:app"]
+            "--graceful-timeout", "10", "engine.app.wsgi:app"]
     os.execv(sys.executable, args)
 
 
