@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 CLIENT_ID = "hookline-client"
 
@@ -125,7 +125,7 @@ def start_auth_server(client_secret: str | None = None) -> AuthServer:
                 basic = None
                 if header.startswith("Basic "):
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-                    basic = (user, password)
+                    basic = (unquote_plus(user), unquote_plus(password))  # RFC 6749 2.3.1
                 if auth.delay:
                     time.sleep(auth.delay)
                 status, payload = auth.grant(form, basic)

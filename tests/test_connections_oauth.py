@@ -166,6 +166,21 @@ def test_a_token_is_refreshed_shortly_before_it_expires(store: RunStore, auth: A
     assert prepare(other, "crm", env, http) == b and len(auth.token_requests) == 2
 
 
+@pytest.mark.parametrize("style", ["basic", "body"])
+def test_a_client_secret_with_reserved_characters_authenticates(store: RunStore, http: httpx.Client,
+                                                                 style: str) -> None:
+    """RFC 6749 2.3.1: basic auth carries the form-urlencoded id and secret, so ':' '%' '+' survive."""
+    server = start_auth_server(client_secret="s3:cr%t+/ &=é")
+    try:
+        conns = load_connections(CONNECTIONS.replace("scopes: [contacts.write]",
+                                                     f"scopes: [contacts.write]\n    auth_style: {style}"))
+        runtime = ConnectionRuntime(conns.get, StoreTokenCache(store), owner="w1")
+        token = prepare(runtime, "crm", env_for(server), http)
+        assert token in server.valid and [r.auth for r in server.token_requests] == [style]
+    finally:
+        server.stop()
+
+
 def test_a_401_refreshes_the_token_once_then_succeeds(make_service: Any, db_url: str, auth: AuthServer) -> None:
     svc, queue, _ = service(make_service, db_url, auth)
     assert run(svc, queue, "first").run.status is RunStatus.SUCCEEDED

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -53,7 +54,9 @@ def request_token(http: httpx.Client, use: Use, *, grant_type: str, refresh_toke
     client_id, client_secret = use.value("client_id"), use.value("client_secret")
     auth: tuple[str | bytes, str | bytes] | None = None
     if use.value("auth_style") == "basic" and client_secret:
-        auth = (client_id, client_secret)
+        # RFC 6749 2.3.1: both are form-urlencoded before they become the basic-auth user and password,
+        # so a secret holding ':' or '%' reaches a conforming server intact (as Authlib does).
+        auth = (quote(client_id, safe=""), quote(client_secret, safe=""))
     else:
         form["client_id"] = client_id
         if client_secret:
