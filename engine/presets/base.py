@@ -285,23 +285,6 @@ def unb64(value: str, size: int) -> bytes | None:
     return decoded if len(decoded) == size else None
 
 
-def mac_header(request: Request, name: str, expected: str, *, scheme: str | None = None, encoding: str = "hex",
-               size: int = 32) -> bytes:
-    """The MAC a provider sends in header ``name`` (after ``<scheme>=`` when given), decoded from hex or base64.
-
-    VerificationError "<name> is malformed: expected <expected>" when it is not one of ``size`` bytes.
-    """
-    value = header(request, name)
-    if scheme is not None:
-        given, sep, value = value.partition("=")
-        if given != scheme or not sep:
-            value = ""
-    signature = unhex(value, size) if encoding == "hex" else unb64(value, size)
-    if signature is None:
-        raise VerificationError(f"{name} is malformed: expected {expected}")
-    return signature
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -335,3 +318,86 @@ URL = Field("url", "url", "the public URL the provider signs, as entered in its 
             "default: the URL as received, which differs behind a proxy that rewrites scheme, host or path. "
             "Without a `?` the received query string is appended")
 
+
+
+def url_hint(config: VerifyConfig) -> str:
+    """The signed URL as a hint names it: the configured ``url`` option, or the URL as received."""
+    return f"the URL {config.options['url']}" if "url" in config.options else "the URL as received"
+
+
+# --------------------------------------------------------------------------- one HMAC in one header
+
+
+@dataclass(frozen=True)
+class HeaderMac:
+    """An HMAC of the body in one header, optionally bound to a timestamp header or the URL: what most providers send.
+
+    ``signs`` is what precedes the body in the MAC, with ``{timestamp}`` (the value of ``timestamp_header``)
+    and ``{url}`` (see :func:`signed_url`) filled in. A malformed header is named with the form it must
+    take ("sha256=<64 hex digits>"); with ``explain`` (the generic preset, whose form the flow chose) the
+    message says whether the prefix or the MAC is wrong.
+    """
+
+    header: str
+    prefix: str = ""
+    encoding: str = "hex"
+    algorithm: str = "sha256"
+    timestamp_header: str | None = None
+    signs: str = ""
+    explain: bool = False
+
+    def verify(self, request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
+        secrets = keys(config, env)
+        value = header(request, self.header)
+        size = ALGORITHMS[self.algorithm]().digest_size
+        if not value.startswith(self.prefix):
+            raise self._malformed(f"the prefix {self.prefix!r}")
+        value = value[len(self.prefix) :]
+        signature = unhex(value, size) if self.encoding == "hex" else unb64(value, size)
+        if signature is None:
+            raise self._malformed(f"the {self.encoding} of a {size}-byte {self.algorithm} HMAC")
+        stamp = None
+        if self.timestamp_header is not None:
+            stamp = header(request, self.timestamp_header)
+            check_tolerance(timestamp(stamp, self.timestamp_header), now, config)
+        require_match(secrets, [self._message(request, config, env, stamp)], [signature], self.algorithm)
+
+    def sign(self, request: Request, config: VerifyConfig, env: Mapping[str, str], now: float,
+             msg_id: str) -> dict[str, str]:
+        (key,) = keys(config, env, first_only=True)
+        out: dict[str, str] = {}
+        stamp = None
+        if self.timestamp_header is not None:
+            stamp = out[self.timestamp_header] = str(int(now))
+        digest = mac(key, self._message(request, config, env, stamp), self.algorithm)
+        out[self.header] = self.prefix + (digest.hex() if self.encoding == "hex" else b64(digest))
+        return out
+
+    def _message(self, request: Request, config: VerifyConfig, env: Mapping[str, str], stamp: str | None) -> bytes:
+        if not self.signs:
+            return request.body
+        url = signed_url(request, config, env) if "{url}" in self.signs else ""
+        return utf8(self.signs.format(timestamp=stamp, url=url)) + request.body
+
+    def _malformed(self, what: str) -> VerificationError:
+        if not self.explain:
+            size = ALGORITHMS[self.algorithm]().digest_size
+            hexed, based = f"{self.prefix}<{2 * size} hex digits>", f"the base64 of a {size}-byte HMAC-{self.algorithm.upper()}"
+            what = hexed if self.encoding == "hex" else based
+        return VerificationError(f"{self.header} is malformed: expected {what}")
+
+
+def mac_preset(name: str, title: str, scheme: HeaderMac, *, summary: str, hint: str, example: Mapping[str, Any],
+               form_event: Callable[[dict[str, Any]], Any] | None = None) -> Preset:
+    """Register the preset of a provider that sends a :class:`HeaderMac`: such a provider's file is this one call.
+
+    The fields follow from the scheme (``tolerance`` with a timestamp, ``url`` when the URL is signed), and
+    ``hint`` may name ``{tolerance}`` and ``{url}``, filled in from the flow's options.
+    """
+    fields = (SECRET,) + ((TOLERANCE,) if scheme.timestamp_header else ()) + ((URL,) if "{url}" in scheme.signs else ())
+
+    def describe(config: VerifyConfig) -> str:
+        return hint.format(tolerance=tolerance_hint(config), url=url_hint(config))
+
+    return register(Preset(name=name, title=title, summary=summary, fields=fields, verify=scheme.verify, sign=scheme.sign,
+                           hint=describe, example=example, carriers=nothing_sent, form_event=form_event))

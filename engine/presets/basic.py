@@ -63,8 +63,7 @@ def hint(config: VerifyConfig) -> str:
 
 
 PRESET = register(Preset(
-    name="basic",
-    title="Basic auth",
+    "basic", "Basic auth",
     summary="HTTP basic auth (`Authorization: Basic ...`), for senders that only support a username and password.",
     fields=(
         Field("username", "str", "the expected username; `${VAR}` allowed", required=True, secret=True,
@@ -72,10 +71,6 @@ PRESET = register(Preset(
         Field("password", "str", "the expected password; `${VAR}` allowed", required=True, secret=True,
               what="the basic-auth password, e.g. ${HOOK_PASSWORD}"),
     ),
-    verify=verify,
-    sign=sign,
-    hint=hint,
+    verify=verify, sign=sign, hint=hint, carriers=carriers, binds_body=False,
     example={"provider": "basic", "username": "${HOOK_USER}", "password": "${HOOK_PASSWORD}"},
-    carriers=carriers,
-    binds_body=False,
 ))

@@ -5,27 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import VerificationError
 from engine.presets.base import (
     ALGORITHMS,
     DEFAULT_TOLERANCE,
     SECRET,
     Field,
+    HeaderMac,
     Preset,
     Request,
     VerifyConfig,
-    b64,
-    check_tolerance,
-    header,
-    keys,
-    mac,
     nothing_sent,
     register,
-    require_match,
-    timestamp,
     tolerance_hint,
-    unb64,
-    unhex,
 )
 
 ENCODINGS = ("hex", "base64")
@@ -42,46 +33,22 @@ def check(raw: Mapping[str, Any], options: dict[str, Any], problems: list[tuple[
         problems.append(("tolerance", "only applies together with timestamp_header"))
 
 
-def _message(timestamp_value: str | None, body: bytes) -> bytes:
-    # With a timestamp header the timestamp is bound into the MAC as "<ts>.<body>", as Stripe does;
-    # otherwise a captured request could be replayed with a fresh timestamp.
-    return body if timestamp_value is None else f"{timestamp_value}.".encode() + body
+def _scheme(config: VerifyConfig) -> HeaderMac:
+    """The flow's options as a HeaderMac. With a timestamp header the timestamp is bound into the MAC as
+    ``<ts>.<body>``, as Stripe does; otherwise a captured request could be replayed with a fresh timestamp."""
+    options = config.options
+    stamp = options.get("timestamp_header")
+    return HeaderMac(str(options["header"]), prefix=str(options.get("prefix", "")), encoding=str(options.get("encoding", "hex")),
+                     algorithm=str(options.get("algorithm", "sha256")), timestamp_header=None if stamp is None else str(stamp),
+                     signs="" if stamp is None else "{timestamp}.", explain=True)
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
-    secrets = keys(config, env)
-    name = str(config.options["header"])
-    algorithm = str(config.options.get("algorithm", "sha256"))
-    encoding = str(config.options.get("encoding", "hex"))
-    prefix = str(config.options.get("prefix", ""))
-    value = header(request, name)
-    if not value.startswith(prefix):
-        raise VerificationError(f"{name} is malformed: expected the prefix {prefix!r}")
-    value = value[len(prefix) :]
-    size = ALGORITHMS[algorithm]().digest_size
-    signature = unhex(value, size) if encoding == "hex" else unb64(value, size)
-    if signature is None:
-        raise VerificationError(f"{name} is malformed: expected the {encoding} of a {size}-byte {algorithm} HMAC")
-    raw_ts: str | None = None
-    if "timestamp_header" in config.options:
-        ts_name = str(config.options["timestamp_header"])
-        raw_ts = header(request, ts_name)
-        check_tolerance(timestamp(raw_ts, ts_name), now, config)
-    require_match(secrets, [_message(raw_ts, request.body)], [signature], algorithm)
+    _scheme(config).verify(request, config, env, now)
 
 
 def sign(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float, msg_id: str) -> dict[str, str]:
-    (key,) = keys(config, env, first_only=True)
-    algorithm = str(config.options.get("algorithm", "sha256"))
-    out: dict[str, str] = {}
-    ts: str | None = None
-    if "timestamp_header" in config.options:
-        ts = str(int(now))
-        out[str(config.options["timestamp_header"])] = ts
-    digest = mac(key, _message(ts, request.body), algorithm)
-    encoded = digest.hex() if config.options.get("encoding", "hex") == "hex" else b64(digest)
-    out[str(config.options["header"])] = str(config.options.get("prefix", "")) + encoded
-    return out
+    return _scheme(config).sign(request, config, env, now, msg_id)
 
 
 def hint(config: VerifyConfig) -> str:
@@ -94,8 +61,7 @@ def hint(config: VerifyConfig) -> str:
 
 
 PRESET = register(Preset(
-    name="hmac",
-    title="HMAC",
+    "hmac", "HMAC",
     summary="Any provider that sends an HMAC of the body (optionally `<timestamp>.<body>`) in a header of its own.",
     fields=(
         Field("header", "header", "the header carrying the signature", required=True),
@@ -109,11 +75,7 @@ PRESET = register(Preset(
               f"way; default {DEFAULT_TOLERANCE:g} s"),
         SECRET,
     ),
-    verify=verify,
-    sign=sign,
-    hint=hint,
+    verify=verify, sign=sign, hint=hint, carriers=nothing_sent, check=check,
     example={"provider": "hmac", "header": "X-Signature", "prefix": "sha256=", "timestamp_header": "X-Timestamp",
              "secret": "${PARTNER_WEBHOOK_SECRET}"},
-    carriers=nothing_sent,
-    check=check,
 ))

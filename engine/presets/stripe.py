@@ -5,28 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from engine.errors import VerificationError
-from engine.presets.base import (
-    SECRET,
-    TOLERANCE,
-    Preset,
-    Request,
-    VerifyConfig,
-    check_tolerance,
-    header,
-    keys,
-    mac,
-    nothing_sent,
-    register,
-    require_match,
-    timestamp,
-    tolerance_hint,
-    unhex,
-)
+from engine.presets import base
+from engine.presets.base import SECRET, TOLERANCE, Preset, Request, VerifyConfig, nothing_sent, register
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
-    secrets = keys(config, env)
-    value = header(request, "Stripe-Signature")
+    secrets = base.keys(config, env)
+    value = base.header(request, "Stripe-Signature")
     timestamps: list[str] = []
     signatures: list[str] = []
     for item in value.split(","):
@@ -39,35 +24,31 @@ def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: 
             signatures.append(part)
     if len(timestamps) != 1:
         raise VerificationError("Stripe-Signature is malformed: expected exactly one t=<timestamp>")
-    stamp = timestamp(timestamps[0], "Stripe-Signature t=")
+    stamp = base.timestamp(timestamps[0], "Stripe-Signature t=")
     if not signatures:
         raise VerificationError("Stripe-Signature has no v1 signature")
-    candidates = [sig for s in signatures if (sig := unhex(s, 32)) is not None]
+    candidates = [sig for s in signatures if (sig := base.unhex(s, 32)) is not None]
     if not candidates:
         raise VerificationError("Stripe-Signature is malformed: v1 is not 64 hex digits")
-    check_tolerance(stamp, now, config)
-    require_match(secrets, [f"{timestamps[0]}.".encode() + request.body], candidates)
+    base.check_tolerance(stamp, now, config)
+    base.require_match(secrets, [f"{timestamps[0]}.".encode() + request.body], candidates)
 
 
 def sign(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float, msg_id: str) -> dict[str, str]:
-    (key,) = keys(config, env, first_only=True)
+    (key,) = base.keys(config, env, first_only=True)
     ts = str(int(now))
-    return {"Stripe-Signature": f"t={ts},v1={mac(key, f'{ts}.'.encode() + request.body).hex()}"}
+    return {"Stripe-Signature": f"t={ts},v1={base.mac(key, f'{ts}.'.encode() + request.body).hex()}"}
 
 
 def hint(config: VerifyConfig) -> str:
-    return f"Stripe signs with the Stripe-Signature header (t=…,v1=…){tolerance_hint(config)}"
+    return f"Stripe signs with the Stripe-Signature header (t=…,v1=…){base.tolerance_hint(config)}"
 
 
 PRESET = register(Preset(
-    name="stripe",
-    title="Stripe",
+    "stripe", "Stripe",
     summary="Stripe webhook endpoints: `t=<timestamp>,v1=<HMAC-SHA256 of \"<timestamp>.<body>\">`. "
             "The secret is the endpoint's signing secret (`whsec_...`), used as is.",
     fields=(SECRET, TOLERANCE),
-    verify=verify,
-    sign=sign,
-    hint=hint,
+    verify=verify, sign=sign, hint=hint, carriers=nothing_sent,
     example={"provider": "stripe", "secret": "${STRIPE_WEBHOOK_SECRET}", "tolerance": "5m"},
-    carriers=nothing_sent,
 ))

@@ -70,8 +70,7 @@ def hint(config: VerifyConfig) -> str:
 
 
 PRESET = register(Preset(
-    name="token",
-    title="Token",
+    "token", "Token",
     summary="A static shared token in a header or a query parameter, for senders that cannot sign. "
             "The header or parameter is redacted before the request is stored.",
     fields=(
@@ -80,11 +79,6 @@ PRESET = register(Preset(
               what="the query parameter carrying the token, e.g. token"),
         Field("secret", "secret", "the expected token; a list while rotating", required=True, secret=True),
     ),
-    verify=verify,
-    sign=sign,
-    hint=hint,
+    verify=verify, sign=sign, hint=hint, carriers=carriers, check=check, binds_body=False,
     example={"provider": "token", "header": "X-Webhook-Token", "secret": "${PARTNER_TOKEN}"},
-    carriers=carriers,
-    check=check,
-    binds_body=False,
 ))

@@ -14,24 +14,8 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from engine.errors import VerificationError
-from engine.presets.base import (
-    SECRET,
-    URL,
-    Preset,
-    Request,
-    VerifyConfig,
-    b64,
-    equal,
-    header,
-    keys,
-    mac,
-    nothing_sent,
-    register,
-    require_match,
-    signed_url,
-    unb64,
-    utf8,
-)
+from engine.presets import base
+from engine.presets.base import SECRET, URL, Preset, Request, VerifyConfig, nothing_sent, register
 
 SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 _ALGORITHMS = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
@@ -71,10 +55,10 @@ def _params(pairs: Sequence[tuple[str, str]]) -> str:
 
 
 def _messages(request: Request, config: VerifyConfig, env: Mapping[str, str]) -> list[bytes]:
-    url = signed_url(request, config, env)
+    url = base.signed_url(request, config, env)
     body_hash = [v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == "bodySHA256"]
     if body_hash:
-        if not equal(utf8(body_hash[0].lower()), hashlib.sha256(request.body).hexdigest().encode()):
+        if not base.equal(base.utf8(body_hash[0].lower()), hashlib.sha256(request.body).hexdigest().encode()):
             raise VerificationError("bodySHA256 in the URL does not match the body")
         params = ""
     elif request.body and not request.form:
@@ -82,48 +66,43 @@ def _messages(request: Request, config: VerifyConfig, env: Mapping[str, str]) ->
         raise VerificationError("Twilio signs form bodies, or other bodies by bodySHA256 in the URL; this has neither")
     else:
         params = _params(request.form)
-    return [utf8(variant + params) for variant in _url_variants(url)]
+    return [base.utf8(variant + params) for variant in _url_variants(url)]
 
 
 def verify(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float) -> None:
-    secrets = keys(config, env)
+    secrets = base.keys(config, env)
     algorithm = _algorithm(request)
     size = hashlib.new(algorithm).digest_size
-    signature = unb64(header(request, "X-Twilio-Signature"), size)
+    signature = base.unb64(base.header(request, "X-Twilio-Signature"), size)
     if signature is None:
         raise VerificationError(f"X-Twilio-Signature is malformed: expected the base64 of a {size}-byte HMAC")
-    require_match(secrets, _messages(request, config, env), [signature], algorithm)
+    base.require_match(secrets, _messages(request, config, env), [signature], algorithm)
 
 
 def sign(request: Request, config: VerifyConfig, env: Mapping[str, str], now: float, msg_id: str) -> dict[str, str]:
-    (key,) = keys(config, env, first_only=True)
-    url = signed_url(request, config, env)
+    (key,) = base.keys(config, env, first_only=True)
+    url = base.signed_url(request, config, env)
     if "bodySHA256=" in urlsplit(url).query:
         params = ""
     elif request.body and not request.form:
         raise ValueError("Twilio signs a body that is not a form by bodySHA256=<hex SHA-256> in the URL; add it")
     else:
         params = _params(request.form)
-    return {"X-Twilio-Signature": b64(mac(key, utf8(url + params), "sha1"))}
+    return {"X-Twilio-Signature": base.b64(base.mac(key, base.utf8(url + params), "sha1"))}
 
 
 def hint(config: VerifyConfig) -> str:
-    url = f"the URL {config.options['url']}" if "url" in config.options else "the URL as received"
-    return (f"Twilio signs with the X-Twilio-Signature header (base64 HMAC-SHA1 of {url} followed by the "
-            "sorted POST parameters)")
+    return (f"Twilio signs with the X-Twilio-Signature header (base64 HMAC-SHA1 of {base.url_hint(config)} followed "
+            "by the sorted POST parameters)")
 
 
 PRESET = register(Preset(
-    name="twilio",
-    title="Twilio",
+    "twilio", "Twilio",
     summary="Twilio webhooks (SMS, voice, status callbacks): base64 HMAC-SHA1 of the full URL followed by the "
             "form parameters sorted by name. The secret is the account's Auth Token. Set `url` when Hookline "
             "sits behind a proxy: Twilio signs the URL it calls. Form fields become the event as a mapping "
             "(`event.From`, `event.Body`).",
     fields=(SECRET, URL),
-    verify=verify,
-    sign=sign,
-    hint=hint,
+    verify=verify, sign=sign, hint=hint, carriers=nothing_sent,
     example={"provider": "twilio", "secret": "${TWILIO_AUTH_TOKEN}", "url": "https://hooks.example.com/hooks/sms"},
-    carriers=nothing_sent,
 ))
