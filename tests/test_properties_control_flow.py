@@ -1,6 +1,6 @@
 """Generated control flow under injected crashes: nested foreach/switch (depth <= 3, small lists), http steps
 against a real target answering scripted 200 / 503 (retryable) / 409 (not), ``on_error: continue`` on some
-steps, an ``on_failure`` handler, run through the Service on a real SQLite store.
+steps, an ``on_failure`` handler, run through the Service on a real SQLite store and on PostgreSQL.
 
 A crash is a store write that raises ``Crash`` (a BaseException: nothing in the process survives it), just
 before the write is committed or just after; a fresh Service on the same database then resumes the run, as
@@ -16,16 +16,18 @@ The oracles are the invariants, checked against what the target received and wha
   (a crash right after its start was committed); the paths called are those the reference interpreter
   walks (items x branches taken), each called as often as it predicts.
 
-18 examples (~50 s on a busy 2-core machine); HOOKLINE_CF_EXAMPLES=200 for a longer hunt.
+18 examples per backend (~10 s each here); HOOKLINE_CF_EXAMPLES=200 for a longer hunt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -352,16 +354,39 @@ class World:
 
     target: Target
     http: httpx.Client
+    pg: str | None = None  # the PostgreSQL server's URL, or None for SQLite
 
     def __repr__(self) -> str:
-        return f"World({self.target.url})"
+        return f"World({self.target.url}, {'postgres' if self.pg else 'sqlite'})"
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+@contextlib.contextmanager
+def example_database(pg: str | None, tmp: str) -> Iterator[str]:
+    """A database of its own for one example: a SQLite file in ``tmp``, or a fresh PostgreSQL schema."""
+    if pg is None:
+        yield f"sqlite:///{tmp}/hookline.db"
+        return
+    import sqlalchemy
+
+    schema = f"hl_prop_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(pg, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f"create schema {schema}"))
+        yield f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sqlalchemy.text(f"drop schema if exists {schema} cascade"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    """One target and client per backend; each example gets its own database (a file, or a PostgreSQL schema)."""
+    pg = str(request.getfixturevalue("pg_base")) if request.param == "postgres" else None
     target = start_target()
     client = make_http_client(Settings(http_timeout_s=5.0))
-    yield World(target, client)
+    yield World(target, client, pg)
     client.close()
     target.server.shutdown()
     target.server.server_close()
@@ -377,11 +402,12 @@ def test_generated_control_flow_keeps_the_invariants_through_crashes(world: Worl
                                 "on_failure": [{"id": "alert", "http": {
                                     "method": "POST", "url": base + "/r{{ run.id }}/alert",
                                     "json": {"failed": "{{ error.step }}"}, "retry": FAST_RETRY}}]}, sort_keys=False)
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
         flows_dir = Path(tmp) / "flows"
         flows_dir.mkdir()
         (flows_dir / "gen.yaml").write_text(flow_text)
-        db_url = f"sqlite:///{tmp}/hookline.db"
+        db_url = stack.enter_context(example_database(world.pg, tmp))
         interrupts: dict[tuple[int, str, int], bool] = {}
         crashes = [Crasher(at, after, interrupts) for at, after in case.crashes]
         queue = Queue()
