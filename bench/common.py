@@ -93,7 +93,7 @@ def stripe_event(seq: int, sent: float, prefix: str, size: int = 1024) -> dict[s
 
 
 def signed(body: bytes, now: float) -> dict[str, str]:
-    from engine.verify import VerifyConfig, sign
+    from engine.presets import VerifyConfig, sign
 
     headers = sign(VerifyConfig("stripe", (SECRET,), {"tolerance": 300}), body, env={}, now=now)
     headers["Content-Type"] = "application/json"

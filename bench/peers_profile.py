@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("logging/", "engine/logs.py")),
     ("metrics", ("prometheus_client/", "engine/metrics.py")),
     ("JSON codec", ("json/", "orjson")),
-    ("verification", ("engine/verify.py", "hmac.py")),
+    ("verification", ("engine/presets/", "hmac.py")),
     ("httpx (outbound calls)", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py")),
     ("SQL (SQLAlchemy, driver, store)", ("sqlalchemy/", "sqlite3/", "psycopg/", "psycopg_pool/", "engine/store.py")),
     ("queue (Huey, Redis)", ("huey/", "redis/", "engine/app/tasks.py")),

@@ -8,8 +8,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.presets import VerifyConfig
     from engine.templating import Expr, KeyExpr
-    from engine.verify import VerifyConfig
 
 
 class RunStatus(StrEnum):

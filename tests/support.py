@@ -194,7 +194,7 @@ class Stack:
 
     def post(self, body: dict[str, Any], flow: str = "pay", **kw: Any) -> httpx.Response:
         """POST an event, Stripe-signed with STRIPE_SECRET when the stack has one."""
-        from engine.verify import VerifyConfig, sign
+        from engine.presets import VerifyConfig, sign
 
         raw = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}

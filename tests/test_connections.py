@@ -25,9 +25,9 @@ from engine.connections.load import load_connections
 from engine.connections.runtime import ConnectionRuntime
 from engine.errors import FlowInvalid, VerificationError
 from engine.model import Flow, RunStatus
+from engine.presets import parse_verify
 from engine.runner import run_flow, run_to_end
 from engine.steps import RunOptions
-from engine.verify import parse_verify
 from tests.conftest import make_event, make_flow
 from tests.oauth_server import leaks
 from tests.support import ROOT, Target
@@ -92,17 +92,11 @@ def call(target: Target, connection: str, *, body: Any = None, **http: Any) -> A
 
 
 def preset_accepts(config: Any, seen: Any) -> None:
-    """Hookline's verification of what the target received (engine.verify, or engine.presets' Request API)."""
-    from urllib.parse import parse_qsl
+    """Hookline's verification of what the target received."""
+    from engine.presets import Request, verify_request
 
-    from engine import verify
-
-    if hasattr(verify, "Request"):
-        request = verify.Request.build(body=seen.body, headers=seen.headers, url=f"http://127.0.0.1{seen.path}")
-        verify.verify_request(config, request, env=ENV, now=time.time())
-    else:
-        query = dict(parse_qsl(seen.path.partition("?")[2]))
-        verify.verify_request(config, body=seen.body, headers=seen.headers, query=query, env=ENV, now=time.time())
+    request = Request.build(body=seen.body, headers=seen.headers, url=f"http://127.0.0.1{seen.path}")
+    verify_request(config, request, env=ENV, now=time.time())
 
 
 def records(result: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.model import RunStatus
-from engine.verify import VerifyConfig, sign
+from engine.presets import VerifyConfig, sign
 from web import create_app
 
 STRIPE = """

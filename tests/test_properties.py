@@ -43,12 +43,12 @@ from engine.config import Settings
 from engine.errors import FlowError, FlowInvalid, MissingEnvError, TemplateError
 from engine.loader import load_flow
 from engine.model import Event, Headers, RunStatus
+from engine.presets import VerifyConfig, sign
 from engine.runner import run_flow
 from engine.service import Service
 from engine.steps import RunOptions
 from engine.store import RunStore
 from engine.templating import MAX_OUTPUT, RenderContext, Where, compile_expression, compile_value
-from engine.verify import VerifyConfig, sign
 from tests.support import ROOT
 
 PROPS = settings(max_examples=100, deadline=None, derandomize=True,

@@ -23,11 +23,11 @@ from flask import url_for
 from engine.catalog import BrokenFlow
 from engine.errors import FlowError, RunNotFound
 from engine.model import TERMINAL, Flow, RunDetail, RunRecord, RunStatus, StepResult, step_id_of
+from engine.presets import hint
 from engine.redaction import public_names, redact, verify_names
 from engine.service import Service
 from engine.store.history import UNRESOLVED
 from engine.templating import Expr, env_refs
-from engine.verify import hint
 from web.diagram import layout
 from web.errors import ApiError
 from web.hooks import service

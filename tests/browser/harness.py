@@ -2,7 +2,7 @@
 Service whose queue runs each run in a background thread, the built-in sandbox as the CRM, and an
 "accounting" server on 127.0.0.1 that rejects invoices in JPY (422) so failed runs happen on demand.
 
-Webhooks are signed with engine.verify.sign exactly as Stripe would sign them.
+Webhooks are signed with engine.presets.sign exactly as Stripe would sign them.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from engine.catalog import FlowCatalog
 from engine.config import Settings
 from engine.model import Flow
+from engine.presets import sign
 from engine.service import Service
 from engine.store import RunStore
-from engine.verify import sign
 from web import create_app
 
 PASSWORD = "browser-test-password"

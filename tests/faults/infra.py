@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
+from engine.presets import VerifyConfig, sign
 from engine.store import RunStore
-from engine.verify import VerifyConfig, sign
 from tests.support import free_port, hookline, stop, wait_for
 
 SECRET = "whsec_fault_suite_secret"

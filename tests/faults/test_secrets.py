@@ -19,7 +19,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 
-from engine.verify import VerifyConfig, sign
+from engine.presets import VerifyConfig, sign
 from tests.faults.conftest import BACKENDS
 from tests.faults.infra import SECRET, Stack
 from tests.faults.oracles import dump_database, string_leaves, wait_all_terminal
