@@ -47,8 +47,16 @@ class Settings:
     retention_succeeded: float = _f(14.0, "Days succeeded and filtered runs are kept.")
     retention_failed: float = _f(90.0, "Days failed runs are kept.")
     user_agent: str = _f("Hookline/0.1", "User-Agent of outbound requests.")
-    public_url: str = _f("", "Where operators reach the UI (https://hookline.example.com): makes run links handed to "
-                             "on_failure steps (error.run_url) absolute.")
+    public_url: str = _f("", "Where operators reach the UI (https://hookline.example.com): makes run links absolute "
+                             "(on_failure's error.run_url, alerts' run_url).")
+    alert_url: str = _f("", "Where a run that fails for good is announced (a POST, once per run); empty: no alerts. "
+                            "See operations.md, Alerts.")
+    alert_format: str = _f("json", "'json' (flow, run_id, run_url, step, error, failed_at, suppressed) or 'slack' "
+                                   '({"text": ...} for Slack-compatible incoming webhooks).')
+    alert_connection: str = _f("", "A connection of connections.yaml that signs (standard-webhooks, hmac_signature) "
+                                   "or authenticates alert requests.")
+    alert_interval_s: float = _f(600.0, "At most one alert per flow per interval (600, 10m, 1h); the next alert "
+                                        "counts the failures not alerted in between.")
     secret_key: str = _f("", "Flask session signing key; generated per process when empty.")
     admin_password: str = _f("", "When set, the UI and API require login with this password.")
     api_token: str = _f("", "Bearer token accepted by the JSON API.")

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
+from engine.alerts import Alerter
 from engine.catalog import FlowCatalog
 from engine.config import Settings, environ
 from engine.connection_store import StoreTokenCache
@@ -171,6 +172,7 @@ class Service:
         self.options = RunOptions.from_settings(settings, ConnectionRuntime(
             catalog.connection, StoreTokenCache(store), owner=self.owner, secret_key=settings.secret_key))
         self.gate = _StoreGate(store, settings)
+        self.alerts = Alerter(settings, store, self.http, self.options.connections, self.env)  # SettingsError
 
     # --- ingress ------------------------------------------------------------------------------
 
@@ -236,6 +238,7 @@ class Service:
             except FlowInvalid as exc:
                 result = RunResult(RunStatus.FAILED, error=f"flow version {run.flow_version} no longer loads: {exc}")
                 claim.close(result)
+                self.alerts.run_failed(run_id, run.flow_id, result)
                 return result.status
             done, attempts = resume_maps(claim.steps)
             info = RunInfo(id=run.id, flow=run.flow_id, received_at=_iso(claim.event.received_at))
@@ -255,6 +258,8 @@ class Service:
             nxt = self.store.next_in_order(run.flow_id, run.order_key)
             if nxt is not None:
                 self._enqueue(nxt, 0.0)
+        if result.status is RunStatus.FAILED:  # closed for good: announce it (bounded, never changes the run)
+            self.alerts.run_failed(run_id, run.flow_id, result)
         return result.status
 
     def _observe(self, run_id: int, flow_id: str, flow: Flow, result: RunResult) -> None:

@@ -19,6 +19,7 @@ the engine, the driver tuning and the transactions:
     retention.py     Retention       prune, reclaim_space
     destinations.py  Destinations    destination_admit / _settle, destination(s)
     sandbox.py       Sandbox         sandbox_record, sandbox_list
+    alerts.py        engine.alerts.AlertLedger   claim_alert (once per failed run, rate-limited per flow)
     schema.py        the tables, their indexes, and the row -> engine.model converters
     connect.py       make_engine, begin_immediate, liveness checks, StoreBase
 """
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.destinations import Destination, Limits, Verdict
 from engine.model import RunDetail, RunRecord, RunResult, Step, StepResult
+from engine.store.alerts import AlertStore
 from engine.store.connect import begin_immediate, make_engine
 from engine.store.destinations import DestinationStore
 from engine.store.execution import Claim, ExecutionStore, LeaseLost
@@ -235,7 +237,7 @@ class Sandbox(Protocol):
 
 
 class RunStore(IngestStore, ExecutionStore, HistoryStore, ReplayStore, RetentionStore, DestinationStore,
-               SandboxStore):
+               SandboxStore, AlertStore):
     """The one store callers use: every part above over one engine (StoreBase)."""
 
 
