@@ -163,11 +163,14 @@ class Alerter:
         if not self.url:
             return None
         try:
-            decision = self.ledger.claim_alert(run_id, flow_id, self.interval, self.clock())
-        except Exception as exc:  # noqa: BLE001 - a database error must not reach the worker: the run is closed
-            log.warning("alert for run %s of %s not decided: %s", run_id, flow_id, exc,
+            return self._decide_and_send(run_id, flow_id, result)
+        except Exception as exc:  # noqa: BLE001 - the database or a bug: never the worker's problem, the run is closed
+            log.warning("alert for run %s of %s not sent: %s", run_id, flow_id, exc,
                         extra={"run_id": run_id, "flow": flow_id})
             return _count("failed")
+
+    def _decide_and_send(self, run_id: int, flow_id: str, result: RunResult) -> str | None:
+        decision = self.ledger.claim_alert(run_id, flow_id, self.interval, self.clock())
         if decision is None:
             return None
         if not decision.send:
@@ -222,6 +225,8 @@ class Alerter:
             params = None
         try:
             response = send("POST", self.url, params=params, headers=headers, content=content, timeout=timeout)
+        except ConnectionFailed as exc:  # an OAuth2 token refreshed after a 401
+            return exc.message, exc.retryable
         except httpx.TimeoutException:
             return f"timed out after {timeout:.1f}s", True
         except httpx.HTTPError as exc:

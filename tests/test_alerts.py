@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from engine import alerts, presets
 from engine.alerts import Alert, failed_step
 from engine.config import Settings
-from engine.errors import SettingsError
+from engine.errors import SettingsError, StoreUnavailable
 from engine.model import RunResult, RunStatus, StepResult, StepStatus
 from engine.service import Service
 from engine.store import RunStore
@@ -153,6 +153,31 @@ def test_alerts_are_signed_by_the_named_connection(make_service: Any, sqlite_url
     presets.verify_request(config, request, env=env, now=time.time())  # Hookline's own preset accepts it too
 
 
+def test_a_bearer_connection_authenticates_alerts(make_service: Any, sqlite_url: str, target: Target) -> None:
+    conns = "connections:\n  pager:\n    type: bearer\n    token: ${ALERT_TOKEN}\n"
+    svc, queue = failing_service(make_service, sqlite_url, target, flows={"connections": conns},
+                                 env={"ALERT_TOKEN": "pager-tok-77"}, alert_connection="pager")
+    fail_once(svc, queue, "o1")
+    (seen,) = target.requests("/alerts")
+    assert seen.headers["authorization"] == "Bearer pager-tok-77"
+
+
+class DownLedger:
+    """A ledger whose database is gone."""
+
+    def claim_alert(self, run_id: int, flow_id: str, interval: float, now: float | None = None) -> None:
+        raise StoreUnavailable("database unavailable: connection refused")
+
+
+def test_a_database_error_while_deciding_is_counted_never_raised(target: Target, http: Any,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    before = sent("failed")
+    alerter = alerts.Alerter(Settings(alert_url=f"{target.url}/alerts"), DownLedger(), http)
+    assert alerter.run_failed(1, "orders", RunResult(RunStatus.FAILED, error="step x: y")) == "failed"
+    assert sent("failed") == before + 1 and target.requests("/alerts") == []
+    assert "alert for run 1 of orders not sent: database unavailable: connection refused" in caplog.text
+
+
 def test_a_missing_connection_or_variable_fails_the_alert_not_the_run(make_service: Any, sqlite_url: str,
                                                                     target: Target) -> None:
     before = sent("failed")
@@ -206,6 +231,22 @@ def test_the_alert_carries_the_redacted_error_never_a_secret(make_service: Any, 
     assert b"tok-very-secret-91" not in seen.body
     assert seen.json()["error"] == svc.store.get_run(run_id).run.error
     assert seen.json()["step"] == "stop"
+
+
+def test_a_flow_version_that_no_longer_loads_alerts_without_a_step(make_service: Any, sqlite_url: str,
+                                                                  target: Target) -> None:
+    from sqlalchemy import update
+
+    from engine.store.schema import FlowVersionRow
+
+    svc, queue = failing_service(make_service, sqlite_url, target)
+    run_id = int(accept(svc, {"id": "o1"}).run_id)
+    with svc.store.engine.begin() as c:  # a stored version whose source this release refuses
+        c.execute(update(FlowVersionRow).values(source="id: orders\nsteps: [{id: x, nope: 1}]\n"))
+    assert svc.execute_run(queue.pop()[0]) is RunStatus.FAILED
+    (seen,) = target.requests("/alerts")
+    assert seen.json()["step"] is None and seen.json()["run_id"] == run_id
+    assert "no longer loads" in seen.json()["error"]
 
 
 def test_bad_alert_settings_fail_at_start_up(make_service: Any, sqlite_url: str) -> None:
