@@ -13,7 +13,8 @@ from tests.support import ROOT
 CORE = ["engine.model", "engine.errors", "engine.config", "engine.envrefs", "engine.templating", "engine.loader",
         "engine.catalog", "engine.steps", "engine.runner", "engine.events", "engine.flowtest",
         "engine.connections", "engine.connections.load", "engine.connections.runtime", "engine.connections.overview",
-        "engine.units", "engine.jinjaenv", "engine.placeholder", "engine.redaction", "engine.presets", "engine.schema"]
+        "engine.units", "engine.jinjaenv", "engine.placeholder", "engine.redaction", "engine.presets", "engine.schema",
+        "engine.alerts"]
 
 
 def test_core_is_free_of_frameworks() -> None:
