@@ -330,14 +330,25 @@ class Service:
         self._enqueue(new_id, 0.0)
         return new_id
 
-    def retry_from_failed(self, run_id: int) -> int:
-        """A new run that keeps what the parent finished for good (store.replay.kept) and runs the rest again."""
+    def retry_from_failed(self, run_id: int, *, original_version: bool = True) -> int:
+        """A new run that keeps what the parent finished for good (store.replay.kept) and runs the rest again.
+
+        On the current version only records of steps still there unchanged are kept (engine.versions); a
+        kept call that changed or moved refuses the retry (StepChanged) rather than send it twice.
+        """
+        from engine import bulk
+
         record = self.store.get_run_record(run_id)
         if record is None:
             raise RunNotFound(run_id)
         if record.status is not RunStatus.FAILED:
             raise NotRetryable(run_id, record.status.value)
-        new_id = self.store.create_linked_run(run_id, "retry", record.flow_version, keep_done=True)
+        version = record.flow_version
+        if not original_version:
+            version = self._current_version(record.flow_id, "retry on the original version instead")
+            bulk.check_retry(self, record, version)
+        new_id = self.store.create_linked_run(run_id, "retry", version, keep_done=True,
+                                              keep=None if original_version else bulk.keeper(self))
         self._enqueue(new_id, 0.0)
         return new_id
 
@@ -370,28 +381,19 @@ class Service:
         self.store.save_flow_version(flow.id, flow.version, flow.source, flow.path)
         return flow.version
 
+    bulk_chunk = 100
+    """Runs a bulk job creates per transaction (engine.bulk); tests make it small to watch the progress."""
+
     def bulk_replay(self, run_ids: Sequence[int], *, original_version: bool = False) -> list[int]:
-        """Replay many runs (the UI's and API's bulk action); returns the new run ids in order.
+        """Replay many runs at once (the API's bulk action, as one job); returns the new run ids in order.
 
         Everything is checked before the first run is created, so a missing run (RunNotFound) or a flow
         that no longer loads (FlowNotLoaded) replays nothing rather than half the selection.
         """
-        found = {r.id: r for start in range(0, len(run_ids), 500)
-                 for r in self.store.runs_by_ids(run_ids[start : start + 500])}
-        missing = [i for i in run_ids if i not in found]
-        if missing:
-            raise RunNotFound(missing[0])
-        runs = [found[i] for i in run_ids]
-        versions: dict[str, str] = {}
-        if not original_version:
-            for flow_id in sorted({r.flow_id for r in runs}):
-                versions[flow_id] = self._current_version(
-                    flow_id, "nothing was replayed; replay on the original version instead")
-        pairs = [(r.id, r.flow_version if original_version else versions[r.flow_id]) for r in runs]
-        new_ids = self.store.create_linked_runs(pairs, "replay")
-        for new_id in new_ids:
-            self._enqueue(new_id, 0.0)
-        return new_ids
+        from engine import bulk
+
+        plan = bulk.plan_replay(self, run_ids, original_version=original_version)
+        return bulk.run(self, bulk.start(self, plan, {})).run_ids
 
 
 def _iso(ts: float) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 
-from web import context
+from engine import bulk
+from web import bulk_view, context
 from web.errors import ApiError
 from web.hooks import service
 
@@ -29,21 +30,28 @@ def _body() -> dict[str, Any]:
 
 
 def _original(version: Any) -> bool:
-    if version in (None, "current"):
+    return is_original(version, "current")
+
+
+def is_original(version: Any, default: str) -> bool:
+    """``version``: "current" or "original" (None or empty means ``default``); a 400 for anything else."""
+    if version in (None, ""):
+        version = default
+    if version == "current":
         return False
     if version == "original":
         return True
     raise ApiError(400, f"version: expected 'current' or 'original', got {str(version)[:40]!r}")
 
 
-def bulk_ids(flt: context.RunFilter) -> list[int]:
-    """Run ids a bulk replay would take, oldest first; refuses an empty filter and more than BULK_CAP runs."""
+def bulk_ids(flt: context.RunFilter, action: str = "bulk replay") -> list[int]:
+    """Run ids a bulk action would take, oldest first; refuses an empty filter and more than BULK_CAP runs."""
     if flt.empty:
-        raise ApiError(400, "bulk replay needs a filter (flow, status, since, until or q)")
+        raise ApiError(400, f"{action} needs a filter (flow, status, since, until or q)")
     ids = service().store.ids_matching(flow=flt.flow, status=flt.status, since=flt.since, until=flt.until, q=flt.q,
                                        limit=context.BULK_CAP + 1)
     if len(ids) > context.BULK_CAP:
-        raise ApiError(400, f"more than {context.BULK_CAP:,} runs match; bulk replay takes at most {context.BULK_CAP:,} "
+        raise ApiError(400, f"more than {context.BULK_CAP:,} runs match; {action} takes at most {context.BULK_CAP:,} "
                             "at a time: narrow the filter (a shorter time range, one flow or one status)")
     return ids
 
@@ -84,7 +92,10 @@ def list_runs() -> Any:
 
 @bp.get("/runs/<int:run_id>")
 def get_run(run_id: int) -> Any:
-    return jsonify(context.run_context(run_id))
+    ctx = context.run_context(run_id)
+    record = service().store.get_run_record(run_id)
+    ctx["versions"] = bulk_view.run_versions(service(), record) if record else None
+    return jsonify(ctx)
 
 
 @bp.post("/runs/<int:run_id>/replay")
@@ -95,7 +106,9 @@ def replay(run_id: int) -> Any:
 
 @bp.post("/runs/<int:run_id>/retry")
 def retry(run_id: int) -> Any:
-    return _created(run_id, [service().retry_from_failed(run_id)])
+    # without a body: the run's original version, as before `version` existed
+    original = is_original(_body().get("version"), "original")
+    return _created(run_id, [service().retry_from_failed(run_id, original_version=original)])
 
 
 @bp.post("/runs/<int:run_id>/dry-run")
@@ -109,9 +122,34 @@ def bulk_replay() -> Any:
     original = _original(body.get("version"))
     flt = context.RunFilter.parse(body)
     ids = bulk_ids(flt)
-    new_ids = service().bulk_replay(ids, original_version=original)
-    return jsonify({"ok": True, "count": len(new_ids), "replayed": ids, "run_ids": new_ids,
-                    "filter": flt.as_dict()}), 201
+    svc = service()
+    job = bulk.run(svc, bulk.start(svc, bulk.plan_replay(svc, ids, original_version=original), dict(flt.raw)))
+    return jsonify({"ok": True, "count": len(job.run_ids), "replayed": ids, "run_ids": job.run_ids,
+                    "filter": flt.as_dict(), "job": bulk_view.job_view(job)}), 201
+
+
+@bp.post("/runs/retry")
+def bulk_retry() -> Any:
+    """Retry from the failed step every failed run of the filter not yet followed up (the UI's bulk retry)."""
+    body = _body()
+    original = is_original(body.get("version"), "current")
+    flt = context.RunFilter.parse(body)
+    svc = service()
+    plan = bulk.plan_retry(svc, bulk_ids(flt, "bulk retry"), original_version=original)
+    job = bulk.run(svc, bulk.start(svc, plan, dict(flt.raw)))
+    return jsonify({"ok": True, "count": len(job.run_ids), "retried": [p for p, _ in plan.pairs],
+                    "run_ids": job.run_ids, "version": plan.version,
+                    "skipped": [{"reason": r, "count": len(i), "first_ids": i[:10]} for r, i in plan.skipped.items() if i],
+                    "filter": flt.as_dict(), "job": bulk_view.job_view(job)}), 201
+
+
+@bp.get("/jobs/<int:job_id>")
+def get_job(job_id: int) -> Any:
+    """A bulk job's progress: done of total, then the runs it created."""
+    job = service().store.get_job(job_id)
+    if job is None:
+        raise ApiError(404, f"no bulk job with id {job_id}")
+    return jsonify({"job": bulk_view.job_view(job)})
 
 
 @bp.get("/openapi.json")

@@ -145,10 +145,19 @@ def spec() -> dict[str, Any]:
             }},
             "/api/runs/{run_id}/retry": {"post": {
                 "summary": "Retry from the failed step: a new run keeping the succeeded steps",
+                "description": "`version` original (the default without a body, as before it existed) or current: "
+                               "then only succeeded steps the current version still has unchanged are kept, and a "
+                               "succeeded call that changed or moved refuses the retry (409) rather than send it twice.",
                 "operationId": "retryRun",
                 "parameters": [RUN_ID],
-                "responses": {"201": _json(_ref("Created"), "The new run"), "401": ERROR, "404": ERROR,
-                              "409": _json(_ref("Error"), "The run is not failed")},
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object",
+                    "properties": {"version": {"type": "string", "enum": ["current", "original"],
+                                               "default": "original"}},
+                }}}},
+                "responses": {"201": _json(_ref("Created"), "The new run"), "400": ERROR, "401": ERROR, "404": ERROR,
+                              "409": _json(_ref("Error"), "The run is not failed, its flow is not loaded, or a "
+                                                          "succeeded call changed in the current version")},
             }},
             "/api/runs/{run_id}/dry-run": {"post": {
                 "summary": "What the current flow version would send for this run's event; sends nothing",
@@ -166,8 +175,31 @@ def spec() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": FILTER_BODY}}},
                 "responses": {"201": _json(obj({
                     "ok": BOOL, "count": INT, "replayed": {"type": "array", "items": INT},
-                    "run_ids": {"type": "array", "items": INT}, "filter": FILTER}), "The new runs"),
+                    "run_ids": {"type": "array", "items": INT}, "filter": FILTER, "job": _ref("Job")}),
+                    "The new runs"), "400": ERROR, "401": ERROR, "409": ERROR},
+            }},
+            "/api/runs/retry": {"post": {
+                "summary": f"Bulk retry from the failed step of the failed runs matching a filter (at most {BULK_CAP:,})",
+                "description": "Only failed runs not yet replayed or retried are retried; on the current version "
+                               "(the default) runs whose succeeded calls changed there are skipped too. `skipped` "
+                               "says how many of the filter's runs were left out and why.",
+                "operationId": "bulkRetry",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": FILTER_BODY}}},
+                "responses": {"201": _json(obj({
+                    "ok": BOOL, "count": INT, "retried": {"type": "array", "items": INT},
+                    "run_ids": {"type": "array", "items": INT}, "version": {"type": "string",
+                                                                              "enum": ["current", "original"]},
+                    "skipped": {"type": "array", "items": obj({"reason": STR, "count": INT,
+                                                                "first_ids": {"type": "array", "items": INT}})},
+                    "filter": FILTER, "job": _ref("Job")}), "The new runs"),
                     "400": ERROR, "401": ERROR, "409": ERROR},
+            }},
+            "/api/jobs/{job_id}": {"get": {
+                "summary": "A bulk replay or retry: its progress, then the runs it created",
+                "operationId": "getJob",
+                "parameters": [{"name": "job_id", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
+                "responses": {"200": _json(obj({"job": _ref("Job")}), "The job"), "401": ERROR, "404": ERROR},
             }},
             "/api/openapi.json": {"get": {
                 "summary": "This document",
@@ -216,8 +248,27 @@ def spec() -> dict[str, Any]:
                     "children": {"type": "array", "items": _ref("Run")},
                     "actions": obj({k: _n("string") for k in ("replay", "replay_original", "retry", "dry_run",
                                                                "fixture", "api")}),
+                    "versions": {"allOf": [_ref("Versions")], "nullable": True,
+                                 "description": "The run's flow version beside the current one"},
                 }),
                 "Created": obj({"ok": BOOL, "run_id": INT, "parent_run_id": INT, "url": STR}),
+                "Versions": obj({
+                    "original": STR, "current": _n("string", description="Null when the flow is not loaded"),
+                    "changed": BOOL,
+                    "diff": {"type": "array", "description": "Side-by-side rows: `tag` equal, changed, removed, "
+                                                             "added or fold (`lines` unchanged lines left out); "
+                                                             "`old` and `new` are [line number, text] or null",
+                             "items": {"type": "object"}}}),
+                "Job": obj({
+                    "id": INT, "kind": {"type": "string", "enum": ["replay", "retry"]},
+                    "version": {"type": "string", "enum": ["current", "original"]},
+                    "state": {"type": "string", "enum": ["running", "stalled", "done", "failed"]},
+                    "total": INT, "done": INT, "percent": INT, "finished": BOOL, "error": _n("string"),
+                    "skipped": {"type": "array", "items": obj({"reason": STR, "count": INT})},
+                    "run_ids": {"type": "array", "items": INT, "description": "The first 50 runs created"},
+                    "first_run_id": _n("integer"), "last_run_id": _n("integer"), "created_at": DATE,
+                    "updated_at": DATE, "url": STR, "json_url": STR, "runs_url": STR, "continue_url": _n("string"),
+                }),
                 "Flow": obj({
                     "id": STR, "path": STR, "url": STR, "runs_url": STR, "trigger_url": STR, "runs_24h": INT,
                     "counts_24h": {"type": "object", "additionalProperties": INT}, "success_rate": _n("number"),

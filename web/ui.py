@@ -1,27 +1,33 @@
 """The operator pages: flows, runs, a run's detail and its actions, the sandbox inbox.
 
 Every page is a context dict from web.context, rendered by a template or returned as the page's
-``.json`` twin (same URL plus ``.json``). The POST actions (replay, retry, bulk replay) go through
-Service and redirect to the new run; CSRF is checked before any view runs (web.auth).
+``.json`` twin (same URL plus ``.json``). The POST actions (replay, retry, bulk replay and retry) go
+through Service and engine.bulk and redirect to the new run, the runs or a bulk job's progress; CSRF is
+checked before any view runs (web.auth).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from typing import Any
 
 from flask import Blueprint, Flask, Response, flash, jsonify, redirect, render_template, request, url_for
 from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
+from engine import bulk
 from engine.errors import RunNotFound
 from engine.flowtest import export_fixture, placeholder_env
 from engine.model import TERMINAL
-from web import api, context
+from engine.service import Service
+from web import api, bulk_view, context
 from web.errors import ApiError
 from web.hooks import service
 
 bp = Blueprint("ui", __name__)
+log = logging.getLogger("hookline.web")
 
 
 def _page(template: str, ctx: dict[str, Any]) -> Any:
@@ -69,7 +75,10 @@ def runs() -> Any:
 @bp.get("/runs/<int:run_id>.json")
 @bp.get("/runs/<int:run_id>")
 def run_detail(run_id: int) -> Any:
-    return _page("runs/detail.html", context.run_context(run_id))
+    ctx = context.run_context(run_id)
+    record = service().store.get_run_record(run_id)
+    ctx["versions"] = bulk_view.run_versions(service(), record) if record else None
+    return _page("runs/detail.html", ctx)
 
 
 @bp.post("/runs/<int:run_id>/replay")
@@ -82,8 +91,11 @@ def replay(run_id: int) -> Any:
 
 @bp.post("/runs/<int:run_id>/retry")
 def retry(run_id: int) -> Any:
-    new_id = service().retry_from_failed(run_id)
-    flash(f"Run {run_id} retried from its failed step as run {new_id}; its succeeded steps were kept.", "ok")
+    original = request.form.get("version") == "original"  # the form's default is the current version
+    new_id = service().retry_from_failed(run_id, original_version=original)
+    where = "its original" if original else "the current"
+    flash(f"Run {run_id} retried from its failed step on {where} flow version as run {new_id}; "
+          "its succeeded steps were kept.", "ok")
     return redirect(url_for("ui.run_detail", run_id=new_id))
 
 
@@ -116,22 +128,83 @@ def bulk_confirm() -> Any:
     """Step one of a bulk replay: how many runs the filter selects (at most BULK_CAP), nothing done yet."""
     flt = context.RunFilter.parse(request.args)
     ids = api.bulk_ids(flt)
-    # Ages like 6h become fixed times, so the POST selects the runs counted here and no others.
-    fields = dict(flt.raw) | {k: v for k, v in (("since", context.iso(flt.since)), ("until", context.iso(flt.until)))
-                              if v is not None}
-    return _page("runs/bulk.html", {"filter": flt.as_dict(), "fields": fields, "count": len(ids),
-                                    "max_id": max(ids, default=0), "cap": context.BULK_CAP, "first_ids": ids[:20]})
+    plan = bulk.Plan("replay", False, [], bulk.records(service(), ids))  # counted whatever the version
+    return _page("runs/bulk.html", bulk_view.confirm_context(service(), "replay", flt, ids, plan))
 
 
 @bp.post("/runs/replay")
 def bulk_replay() -> Any:
     """Step two: replay what the confirmed filter selects, up to the newest run the operator saw counted."""
     flt = context.RunFilter.parse(request.form)
+    plan = bulk.plan_replay(service(), _confirmed_ids(flt), original_version=request.form.get("version") == "original")
+    return _start(plan, flt)
+
+
+@bp.get("/runs/retry.json")
+@bp.get("/runs/retry")
+def bulk_retry_confirm() -> Any:
+    """Step one of a bulk retry from the failed step: the runs it takes on the chosen version, and those it skips."""
+    flt = context.RunFilter.parse(request.args)
+    ids = api.bulk_ids(flt, "bulk retry")
+    plan = bulk.plan_retry(service(), ids, original_version=api.is_original(request.args.get("version"), "current"))
+    return _page("runs/bulk.html", bulk_view.confirm_context(service(), "retry", flt, ids, plan))
+
+
+@bp.post("/runs/retry")
+def bulk_retry() -> Any:
+    flt = context.RunFilter.parse(request.form)
+    plan = bulk.plan_retry(service(), _confirmed_ids(flt, "bulk retry"),
+                           original_version=api.is_original(request.form.get("version"), "current"))
+    return _start(plan, flt)
+
+
+def _confirmed_ids(flt: context.RunFilter, action: str = "bulk replay") -> list[int]:
     max_id = context.int_arg(request.form, "max_id", 0, 0)
-    ids = [i for i in api.bulk_ids(flt) if i <= (max_id or 0)]
-    new_ids = service().bulk_replay(ids, original_version=request.form.get("version") == "original")
-    flash(f"Replayed {len(new_ids):,} run(s)" + (f": runs {new_ids[0]}–{new_ids[-1]}." if new_ids else "."), "ok")
-    return redirect(url_for("ui.runs", flow=flt.flow or None))
+    return [i for i in api.bulk_ids(flt, action) if i <= (max_id or 0)]
+
+
+def _start(plan: bulk.Plan, flt: context.RunFilter) -> Any:
+    """A bulk job: done before answering when it fits in one chunk, else carried on in the background
+    while its page shows the progress (any web process can show it: it is in the database)."""
+    svc = service()
+    job_id = bulk.start(svc, plan, dict(flt.raw))
+    if len(plan.pairs) <= svc.bulk_chunk:
+        job = bulk.run(svc, job_id)
+        flash(bulk_view.summary(job), "error" if job.error else "ok")
+        return redirect(url_for("ui.runs", flow=flt.flow or None))
+    _carry_on(svc, job_id)
+    return redirect(url_for("ui.job", job_id=job_id))
+
+
+def _carry_on(svc: Service, job_id: int) -> None:
+    def work() -> None:
+        try:
+            bulk.run(svc, job_id)
+        except Exception:  # noqa: BLE001 - the job stays unfinished; its page offers to carry it on
+            log.exception("bulk job %s stopped", job_id)
+
+    threading.Thread(target=work, name=f"hookline-bulk-{job_id}", daemon=True).start()
+
+
+@bp.get("/runs/jobs/<int:job_id>.json")
+@bp.get("/runs/jobs/<int:job_id>")
+def job(job_id: int) -> Any:
+    """A bulk job's progress (the page polls the JSON twin until it is finished)."""
+    found = service().store.get_job(job_id)
+    if found is None:
+        raise ApiError(404, f"no bulk job with id {job_id}")
+    return _page("runs/job.html", {"job": bulk_view.job_view(found)})
+
+
+@bp.post("/runs/jobs/<int:job_id>/continue")
+def job_continue(job_id: int) -> Any:
+    """Carry on a job whose process went away (a chunk is never created twice: engine.store.replay)."""
+    found = service().store.get_job(job_id)
+    if found is None:
+        raise ApiError(404, f"no bulk job with id {job_id}")
+    if not found.finished:
+        _carry_on(service(), job_id)
+    return redirect(url_for("ui.job", job_id=job_id))
 
 
 # --- sandbox ----------------------------------------------------------------------------------

@@ -139,6 +139,25 @@ class RunIndexRow(Base):
     __table_args__ = (Index("ix_run_index_name_value", "name", "value"),)
 
 
+class BulkJobRow(Base):
+    """A bulk replay or retry: what it will create and how far it got, so any web process can show its
+    progress and carry it on (engine.store.replay)."""
+
+    __tablename__ = "bulk_jobs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # replay | retry
+    version: Mapped[str] = mapped_column(String(16))  # original | current
+    parents: Mapped[list[Any]] = mapped_column(JSON)  # [[parent run id, flow version], ...] in order
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    run_ids: Mapped[list[Any]] = mapped_column(JSON)  # the runs created so far, in parents' order
+    skipped: Mapped[dict[str, Any]] = mapped_column(JSON)  # reason -> how many of the filter's runs
+    query: Mapped[dict[str, Any]] = mapped_column(JSON)  # the filter, for the links back
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class SandboxRequestRow(Base):
     """Requests received by the built-in sandbox receiver."""
 
