@@ -60,7 +60,8 @@ def definitions(source: str) -> dict[str, str]:
     raw, _ = parse_yaml(source, "<flow version>")
     if not isinstance(raw, dict):
         return {}
-    defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
+    found = raw.get("defaults")
+    defaults: dict[str, Any] = found if isinstance(found, dict) else {}
     out: dict[str, str] = {}
 
     def visit(value: Any, listed: bool) -> None:

@@ -86,9 +86,14 @@ def confirm_context(svc: Service, kind: str, flt: context.RunFilter, ids: list[i
         "first_ids": chosen[:20],
         "versions": version_groups(svc, plan.runs),
         "action": url_for("ui.bulk_replay" if kind == "replay" else "ui.bulk_retry"),
-        "switch": {v: url_for("ui.bulk_retry_confirm", **fields, version=v) for v in ("current", "original")}
+        "switch": {v: _url("ui.bulk_retry_confirm", fields | {"version": v}) for v in ("current", "original")}
         if kind == "retry" else None,
     }
+
+
+def _url(endpoint: str, args: dict[str, str]) -> str:
+    """url_for with query arguments from a dict (its typing takes them only as keywords)."""
+    return url_for(endpoint, **args)  # type: ignore[arg-type]
 
 
 def job_view(job: BulkJob, now: float | None = None) -> dict[str, Any]:
@@ -114,7 +119,7 @@ def job_view(job: BulkJob, now: float | None = None) -> dict[str, Any]:
         "updated_at": context.iso(job.updated_at),
         "url": url_for("ui.job", job_id=job.id),
         "json_url": url_for("ui.job", job_id=job.id) + ".json",
-        "runs_url": url_for("ui.runs", **job.query),
+        "runs_url": _url("ui.runs", job.query),
         "continue_url": url_for("ui.job_continue", job_id=job.id) if stalled else None,
     }
 

@@ -15,7 +15,7 @@ the engine, the driver tuning and the transactions:
     execution.py     Execution       claim -> a Claim (the UnitOfWork of one execution), due_runs,
                      UnitOfWork      next_in_order; the Claim owns the write batching of a run
     history.py       History         get_run, list_runs, ids_matching, flow_stats, runs_by_ids, ...
-    replay.py        Replay          create_linked_run(s)
+    replay.py        Replay          create_linked_run(s), bulk jobs (create, advance, progress)
     retention.py     Retention       prune, reclaim_space
     destinations.py  Destinations    destination_admit / _settle, destination(s)
     sandbox.py       Sandbox         sandbox_record, sandbox_list
@@ -37,7 +37,7 @@ from engine.store.destinations import DestinationStore
 from engine.store.execution import Claim, ExecutionStore, LeaseLost
 from engine.store.history import HistoryStore, RunPage
 from engine.store.ingest import Accepted, IngestStore
-from engine.store.replay import ReplayStore
+from engine.store.replay import BulkJob, Keep, ReplayStore
 from engine.store.retention import RetentionStore
 from engine.store.sandbox import SandboxStore
 from engine.store.schema import (
@@ -178,14 +178,41 @@ class Replay(Protocol):
     """Operators: a new, linked run on the same event (I5: the parent is never run again)."""
 
     def create_linked_run(self, parent_id: int, kind: str, version: str, *, keep_done: bool = False,
-                          now: float | None = None) -> int:
+                          now: float | None = None, keep: Keep | None = None) -> int:
         """One linked, queued run on ``version``; RunNotFound when the parent is gone. ``keep_done`` (a retry)
         copies the parent's records of paths done for good with their resume state (replay.kept)."""
         ...
 
     def create_linked_runs(self, parents: Sequence[tuple[int, str]], kind: str, *, keep_done: bool = False,
-                           now: float | None = None) -> list[int]:
-        """Linked runs for many (parent id, flow version) pairs, in order; RunNotFound if a parent is gone."""
+                           now: float | None = None, keep: Keep | None = None) -> list[int]:
+        """Linked runs for many (parent id, flow version) pairs, in order; RunNotFound if a parent is gone.
+        ``keep`` (a retry onto another version) narrows which kept records are copied (engine.bulk)."""
+        ...
+
+    def kept_paths(self, run_ids: Sequence[int]) -> dict[int, list[str]]:
+        """Per run, the paths a retry would keep, in the order they ran."""
+        ...
+
+    def with_children(self, run_ids: Sequence[int]) -> set[int]:
+        """Which of these runs were replayed or retried already."""
+        ...
+
+    def create_job(self, kind: str, version: str, parents: Sequence[tuple[int, str]], *,
+                   skipped: dict[str, int] | None = None, query: dict[str, str] | None = None,
+                   now: float | None = None) -> int:
+        """A bulk replay or retry of ``parents`` (parent id, target version), nothing created yet."""
+        ...
+
+    def get_job(self, job_id: int) -> BulkJob | None:
+        ...
+
+    def advance_job(self, job: BulkJob, size: int, *, keep: Keep | None = None,
+                    now: float | None = None) -> list[int] | None:
+        """The job's next ``size`` linked runs and its progress in one transaction; None when another
+        process moved the job since ``job`` was read (nothing created: re-read and go on)."""
+        ...
+
+    def fail_job(self, job_id: int, error: str, now: float | None = None) -> None:
         ...
 
 

@@ -134,9 +134,9 @@ class ReplayStore(StoreBase):
         found: set[int] = set()
         for start in range(0, len(run_ids), 500):
             with self._tx(write=False) as s:
-                found.update(s.execute(select(RunRow.parent_run_id).distinct()
-                                       .where(RunRow.parent_run_id.in_(list(run_ids[start : start + 500]))))
-                             .scalars())
+                rows = s.execute(select(RunRow.parent_run_id).distinct()
+                                 .where(RunRow.parent_run_id.in_(list(run_ids[start : start + 500]))))
+                found.update(p for p in rows.scalars() if p is not None)
         return found
 
     # --- bulk jobs ------------------------------------------------------------------------------
