@@ -1,8 +1,8 @@
 """Hookline's engine: flows in YAML, run step by step, recorded.
 
 Import rule: the core modules (model, errors, config, envrefs, units, templating, jinjaenv, placeholder,
-loader, schema, catalog, steps, runner, redaction, presets, connections, events, flowtest, alerts) never
-import flask, huey or sqlalchemy; tests/test_architecture.py enforces it. The adapters are store (SQLAlchemy),
+loader, schema, catalog, steps, runner, redaction, presets, connections, events, flowtest, alerts,
+versions) never import flask, huey or sqlalchemy; tests/test_architecture.py enforces it. The adapters are store (SQLAlchemy),
 connection_store, service (use cases over the store), the web package (Flask), and engine.app (the
 ``hookline`` command, Huey tasks, reaper, servers, composition root): only engine.app imports web or huey.
 """

@@ -14,7 +14,7 @@ CORE = ["engine.model", "engine.errors", "engine.config", "engine.envrefs", "eng
         "engine.catalog", "engine.steps", "engine.runner", "engine.events", "engine.flowtest",
         "engine.connections", "engine.connections.load", "engine.connections.runtime", "engine.connections.overview",
         "engine.units", "engine.jinjaenv", "engine.placeholder", "engine.redaction", "engine.presets", "engine.schema",
-        "engine.alerts"]
+        "engine.alerts", "engine.versions"]
 
 
 def test_core_is_free_of_frameworks() -> None:
