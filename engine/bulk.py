@@ -85,27 +85,27 @@ def plan_retry(svc: Service, run_ids: Sequence[int], *, original_version: bool) 
     targets = _targets(svc, chosen, original_version, "nothing was retried; retry on the original version instead")
     if not original_version:
         by_id = {r.id: r for r in chosen}
-        kept = svc.store.kept_paths([r.id for r in chosen if r.flow_version != targets[r.flow_id]])
-        blocked = {run_id for run_id, paths in kept.items() if conflicts(svc, by_id[run_id], targets, paths)}
+        kept = svc.store.kept_ran([r.id for r in chosen if r.flow_version != targets[r.flow_id]])
+        blocked = {run_id for run_id, ran in kept.items() if conflicts(svc, by_id[run_id], targets, ran)}
         skipped[CHANGED] = [r.id for r in chosen if r.id in blocked]
         chosen = [r for r in chosen if r.id not in blocked]
     pairs = [(r.id, r.flow_version if original_version else targets[r.flow_id]) for r in chosen]
     return Plan("retry", original_version, pairs, chosen, skipped)
 
 
-def conflicts(svc: Service, run: RunRecord, targets: dict[str, str], paths: Sequence[str]) -> list[str]:
-    """Why each kept call of ``run`` blocks a retry on its flow's target version (empty: none does)."""
+def conflicts(svc: Service, run: RunRecord, targets: dict[str, str], ran: Sequence[tuple[str, str]]) -> list[str]:
+    """Why each kept call of ``run`` (path, status) blocks a retry on its flow's target version (empty: none)."""
     compat = compatibility(svc, run.flow_version, targets[run.flow_id])
     if compat is None:
         return []
-    return [why for why in (compat.conflict(p) for p in paths) if why is not None]
+    return [why for why in (compat.conflict(path, status) for path, status in ran) if why is not None]
 
 
 def check_retry(svc: Service, run: RunRecord, version: str) -> None:
     """StepChanged naming the first kept call a retry of ``run`` on ``version`` would have to send again."""
     if version == run.flow_version:
         return
-    reasons = conflicts(svc, run, {run.flow_id: version}, svc.store.kept_paths([run.id])[run.id])
+    reasons = conflicts(svc, run, {run.flow_id: version}, svc.store.kept_ran([run.id])[run.id])
     if reasons:
         raise StepChanged(run.id, reasons[0])
 

@@ -110,17 +110,19 @@ class Compatibility:
             return False
         return self._old[sid] == self._new[sid] and all(self._same(i) for i in (*self._new[sid][1], sid))
 
-    def conflict(self, path: str) -> str | None:
-        """Why a kept call blocks a retry on ``new`` (it changed or moved), or None."""
+    def conflict(self, path: str, status: str = "succeeded") -> str | None:
+        """Why a kept call that ran (``status``: succeeded, or continued after failing) blocks a retry on
+        ``new`` because it changed or moved there; None when it does not."""
         sid = step_id_of(path)
         step = self.old.by_id.get(sid)
         if step is None or not REGISTRY[step.type].side_effects or self.keeps(path) or sid not in self._new:
             return None
+        ran = "already succeeded" if status == "succeeded" else "already ran (its failure was continued)"
         if self._new[sid][0] != shape(path) or self._old[sid][1] != self._new[sid][1]:
-            return f"step {path} already succeeded and moved in the current version ({self._new[sid][0]})"
+            return f"step {path} {ran} and moved in the current version ({self._new[sid][0]})"
         changed = next(i for i in (*self._new[sid][1], sid) if not self._same(i))
         what = "" if changed == sid else f" (its container {changed} changed)"
-        return f"step {path} already succeeded and changed in the current version{what}"
+        return f"step {path} {ran} and changed in the current version{what}"
 
 
 def line_diff(old: str, new: str, context: int = CONTEXT) -> list[dict[str, Any]]:

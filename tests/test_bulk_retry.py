@@ -8,6 +8,7 @@ server that answers 422 to invoices of 13, the Flask test client for the pages, 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,8 @@ def test_bulk_retry_skips_runs_whose_kept_call_changed(h: Hookline) -> None:
 # --- progress -------------------------------------------------------------------------------------
 
 
-def test_a_bulk_job_shows_progress_and_another_process_carries_it_on(h: Hookline) -> None:
+def test_a_bulk_job_shows_progress_and_another_process_carries_it_on(h: Hookline,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(1, 8):
         h.send(order(n, amount=REJECTED_AMOUNT))
     csrf = log_in(h)
@@ -204,13 +206,14 @@ def test_a_bulk_job_shows_progress_and_another_process_carries_it_on(h: Hookline
     gate, entered = threading.Event(), threading.Event()
     advance = bulk.advance
 
-    def slow(svc: Any, job_id: int, size: int | None = None) -> Any:
+    def held(svc: Any, job_id: int, size: int | None = None) -> Any:
         job = advance(svc, job_id, size)
-        entered.set()
-        assert gate.wait(30)
+        if threading.current_thread().name.startswith("hookline-bulk-"):  # the background carrying it on
+            entered.set()
+            assert gate.wait(30)
         return job
 
-    bulk.advance = slow  # type: ignore[assignment]
+    monkeypatch.setattr(bulk, "advance", held)
     try:
         confirm = h.json("/runs/replay.json?flow=orders")
         resp = h.client.post("/runs/replay", data=confirm["fields"] | {"csrf_token": csrf, "max_id": confirm["max_id"],
@@ -222,11 +225,9 @@ def test_a_bulk_job_shows_progress_and_another_process_carries_it_on(h: Hookline
         soup = h.html("/runs/jobs/1")
         assert soup.select_one("[data-job-poll]")["data-job-poll"] == "/runs/jobs/1.json"
         assert soup.select_one("progress")["value"] == "2" and soup.select_one("progress")["max"] == "7"
-        # a second web process (here: a call in this thread) carrying the job on shares the chunks
-        bulk.advance = advance  # type: ignore[assignment]
+        # a second web process (here: this thread) carrying the same job on shares the chunks
         assert bulk.advance(h.svc, 1).done == 4
     finally:
-        bulk.advance = advance  # type: ignore[assignment]
         gate.set()
     job = wait_for(lambda: (j := h.json("/runs/jobs/1.json")["job"])["finished"] and j, what="the job to finish")
     assert job["state"] == "done" and job["done"] == 7 and len(set(job["run_ids"])) == 7
@@ -242,14 +243,41 @@ def test_a_stalled_job_is_offered_to_carry_on(h: Hookline) -> None:
     csrf = log_in(h)
     plan = bulk.plan_retry(h.svc, ids, original_version=True)
     job_id = bulk.start(h.svc, plan, {"flow": "orders"})
-    bulk.advance(h.svc, job_id, 1)  # then its process "died"
-    with h.svc.store._tx() as s:
-        from engine.store.schema import BulkJobRow
-
-        s.get(BulkJobRow, job_id).updated_at -= 3600  # type: ignore[union-attr]
+    job = h.svc.store.get_job(job_id)
+    assert job is not None
+    h.svc.store.advance_job(job, 1, now=time.time() - 3600)  # an hour ago; then its process died
     soup = h.html(f"/runs/jobs/{job_id}")
     form = soup.select_one(f'form[action="/runs/jobs/{job_id}/continue"]')
     assert form is not None and soup.select_one("[data-job-poll]") is None
     assert h.client.post(f"/runs/jobs/{job_id}/continue", data={"csrf_token": csrf}).status_code == 302
     job = wait_for(lambda: (j := h.svc.store.get_job(job_id)) and j.finished and j, what="the job to finish")
     assert job.done == 3 and len(set(job.run_ids)) == 3 and job.error is None
+
+
+SKIPPING_FLOW = """\
+id: vip
+steps:
+  - id: welcome
+    when: event.vip
+    http: {url: "${TARGET_URL}/contacts", json: {email: "{{ event.email }}"}, retry: {max_attempts: 1}}
+  - id: invoice
+    http: {url: "${TARGET_URL}/invoices", json: {amount: "{{ event.amount }}"}, retry: {max_attempts: 1}}
+"""
+
+
+def test_a_skipped_call_whose_condition_changed_is_decided_again(tmp_path: Path, httpserver: HTTPServer) -> None:
+    h = make_hookline(tmp_path, serve_target(httpserver), flows={"vip": SKIPPING_FLOW}, api_token=TOKEN,
+                      admin_password="pw")
+    failed = h.send({"email": "a@b.c", "vip": False, "amount": REJECTED_AMOUNT}, flow="vip")
+    assert [s["status"] for s in api(h, "GET", f"/api/runs/{failed}", status=200)["steps"]] == ["skipped", "failed"]
+    (h.flows_dir / "vip.yaml").write_text(SKIPPING_FLOW.replace("when: event.vip", "when: not event.vip")
+                                          .replace('"{{ event.amount }}"', '"{{ event.amount + 1 }}"'))
+    h.svc.catalog.refresh(force=True)
+    contacts = calls(httpserver, "/contacts")
+    child = api(h, "POST", f"/api/runs/{failed}/retry", {"version": "current"})["run_id"]  # nothing was sent
+    h.execute_enqueued()
+    run = api(h, "GET", f"/api/runs/{child}", status=200)
+    assert run["run"]["status"] == "succeeded"
+    assert [(s["step_id"], s["status"], s["kept_from_parent"]) for s in run["steps"]] == [
+        ("welcome", "succeeded", False), ("invoice", "succeeded", False)]
+    assert calls(httpserver, "/contacts") == contacts + 1

@@ -45,7 +45,7 @@ def test_a_job_advances_chunk_by_chunk_and_a_stale_read_creates_nothing(store: R
     assert job.done == 5 and len(set(job.run_ids)) == 5
     assert sorted(r.parent_run_id or 0 for r in store.runs_by_ids(job.run_ids)) == parents
     assert store.with_children(parents + [999]) == set(parents)
-    assert store.kept_paths(parents[:1]) == {parents[0]: ["a", "b"]}
+    assert store.kept_ran(parents[:1]) == {parents[0]: [("a", "succeeded"), ("b", "succeeded")]}
 
 
 def test_two_processes_carrying_on_one_job_share_its_chunks(store: RunStore) -> None:

@@ -189,8 +189,8 @@ class Replay(Protocol):
         ``keep`` (a retry onto another version) narrows which kept records are copied (engine.bulk)."""
         ...
 
-    def kept_paths(self, run_ids: Sequence[int]) -> dict[int, list[str]]:
-        """Per run, the paths a retry would keep, in the order they ran."""
+    def kept_ran(self, run_ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+        """Per run, the (path, status) of what a retry would keep that ran (not skipped), in order."""
         ...
 
     def with_children(self, run_ids: Sequence[int]) -> set[int]:

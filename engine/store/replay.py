@@ -116,17 +116,18 @@ class ReplayStore(StoreBase):
                     s.add(StepRunRow(**_step_values(by_parent[row.run_id], _step_result(row, True))))
         return [run.id for _, run in created]
 
-    def kept_paths(self, run_ids: Sequence[int]) -> dict[int, list[str]]:
-        """Per run, the paths a retry would keep (``kept``), in the order they ran; 500 runs per read."""
-        out: dict[int, list[str]] = {i: [] for i in run_ids}
+    def kept_ran(self, run_ids: Sequence[int]) -> dict[int, list[tuple[str, str]]]:
+        """Per run, the (path, status) of what a retry would keep that ran: succeeded, or failed under
+        ``on_error: continue`` (skipped paths sent nothing). In the order they ran; 500 runs per read."""
+        out: dict[int, list[tuple[str, str]]] = {i: [] for i in run_ids}
         for start in range(0, len(run_ids), 500):
             with self._tx(write=False) as s:
                 rows = s.execute(select(StepRunRow.run_id, StepRunRow.path, StepRunRow.state)
                                  .where(StepRunRow.run_id.in_(list(run_ids[start : start + 500])))
                                  .order_by(StepRunRow.id))
                 for run_id, path, state in rows:
-                    if kept(path, state):
-                        out[run_id].append(path)
+                    if kept(path, state) and state["status"] != "skipped":
+                        out[run_id].append((path, state["status"]))
         return out
 
     def with_children(self, run_ids: Sequence[int]) -> set[int]:
