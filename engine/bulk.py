@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from engine.errors import EngineError, FlowNotLoaded, RunNotFound, StepChanged
+from engine.errors import EngineError, FlowNotLoaded, RunNotFound, StepChanged, StoreError
 from engine.model import Flow, RunRecord, RunStatus
 from engine.store.replay import BulkJob, Keep
 from engine.versions import Compatibility
@@ -159,6 +159,8 @@ def advance(svc: Service, job_id: int, size: int | None = None) -> BulkJob:
     try:
         new_ids = svc.store.advance_job(job, size or svc.bulk_chunk,
                                         keep=keeper(svc) if job.kind == "retry" else None)
+    except StoreError:
+        raise  # the database, not the job: it stays unfinished and can be carried on (its page offers it)
     except EngineError as exc:
         log.warning("bulk %s %s stopped at %d of %d: %s", job.kind, job_id, job.done, job.total, exc)
         svc.store.fail_job(job_id, f"stopped after {job.done:,} of {job.total:,}: {exc}")

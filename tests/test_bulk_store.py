@@ -80,3 +80,14 @@ def test_a_failed_job_says_where_it_stopped(store: RunStore) -> None:
     store.fail_job(job_id, "stopped after 0 of 1: no run with id 999")
     job = store.get_job(job_id)
     assert job is not None and job.finished and job.error == "stopped after 0 of 1: no run with id 999"
+
+
+def test_old_jobs_go_when_a_new_one_is_created(store: RunStore) -> None:
+    import time
+
+    from engine.store.replay import JOB_DAYS
+
+    old = store.create_job("replay", "original", [], now=time.time() - JOB_DAYS * 86400 - 60)
+    recent = store.create_job("replay", "original", [], now=time.time() - 86400)
+    store.create_job("replay", "original", [])
+    assert store.get_job(old) is None and store.get_job(recent) is not None

@@ -14,13 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, undefer
 
 from engine.errors import RunNotFound
 from engine.model import RunStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import BulkJobRow, RunIndexRow, RunRow, StepRunRow, _step_result, _step_values
+
+JOB_DAYS = 30
+"""Bulk jobs are kept this long after their last progress (their runs stay as long as retention keeps them)."""
 
 Keep = Callable[[str, str, str], bool]
 """(parent's flow version, new run's version, path) -> whether a retry copies that kept record (engine.bulk)."""
@@ -145,8 +148,10 @@ class ReplayStore(StoreBase):
     def create_job(self, kind: str, version: str, parents: Sequence[tuple[int, str]], *,
                    skipped: dict[str, int] | None = None, query: dict[str, str] | None = None,
                    now: float | None = None) -> int:
+        """A new job, nothing created yet; jobs untouched for JOB_DAYS go at the same time (bounded table)."""
         now = time.time() if now is None else now
         with self._tx() as s:
+            s.execute(delete(BulkJobRow).where(BulkJobRow.updated_at < now - JOB_DAYS * 86400))
             row = BulkJobRow(kind=kind, version=version, parents=[list(p) for p in parents], total=len(parents),
                              done=0, run_ids=[], skipped=skipped or {}, query=query or {}, created_at=now,
                              updated_at=now)
