@@ -39,10 +39,12 @@ class Settings:
         "Header names whose values are replaced by [redacted] before anything is stored.",
     )
     allow_hosts: tuple[str, ...] = _f((), "Hosts outbound http steps may reach when the host comes from event data.")
-    breaker_failures: int = _f(5, "Consecutive failures (connection, timeout, 5xx) that open a host's circuit; 0: off.")
-    breaker_cooldown_s: float = _f(30.0, "Seconds a host's circuit stays open before one probe request.")
-    destinations: str = _f("", 'JSON limits per host, e.g. {"crm.example.com": {"rate": "10/s", "concurrency": 5}}: '
-                               "the keys of an http step's `limits`, checked at start-up (a typo is an error).")
+    breaker_failures: int = _f(5, "Consecutive failures (connection, timeout, 5xx) that open an origin's circuit "
+                                  "(scheme://host:port); 0: off.")
+    breaker_cooldown_s: float = _f(30.0, "Seconds an origin's circuit stays open before one probe request.")
+    destinations: str = _f("", 'JSON limits per origin, e.g. {"https://crm.example.com:8443": {"rate": "10/s", '
+                               '"concurrency": 5}}, or per bare host (every origin on it; an origin\'s entry wins): the '
+                               "keys of an http step's `limits`, checked at start-up (a typo is an error).")
     max_stored_body: int = _f(256 * 1024, "Largest step input/output or response body stored per step, in bytes.")
     retention_succeeded: float = _f(14.0, "Days succeeded and filtered runs are kept.")
     retention_failed: float = _f(90.0, "Days failed runs are kept.")

@@ -18,6 +18,6 @@ STEPS = Histogram("hookline_step_duration_seconds", "Duration of step attempts."
 OUTBOUND = Histogram("hookline_outbound_duration_seconds", "Outbound HTTP call duration by host and status class.",
                      ["host", "status"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 RETRIES = Counter("hookline_step_retries_total", "Step attempts that failed and were scheduled again.", ["flow", "step"])
-DEFERRED = Counter("hookline_steps_deferred_total", "Steps held back by destination protection.", ["flow", "host"])
+DEFERRED = Counter("hookline_steps_deferred_total", "Steps held back by destination protection.", ["flow", "origin"])
 ALERTS = Counter("hookline_alerts_total", "Alert decisions for runs that failed for good (HOOKLINE_ALERT_URL), by outcome.",
                  ["outcome"])

@@ -179,7 +179,7 @@ class RunResult:
     error: str | None = None
     next_attempt_at: float | None = None  # when status is WAITING
     output: Any = None
-    deferred_host: str | None = None  # WAITING because destination protection held a call to this host back
+    deferred_origin: str | None = None  # WAITING because destination protection held a call to this origin back
 
 
 @dataclass

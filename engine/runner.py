@@ -46,11 +46,11 @@ __all__ = ["Gate", "Recorder", "cap", "idempotency_key", "redact", "run_flow", "
 class Gate(Protocol):
     """Destination protection (breaker, rate, concurrency) shared across workers; see engine.destinations."""
 
-    def admit(self, host: str, step: Step, holder: str) -> Verdict:
-        """May this step call ``host`` now? A refusal is not an attempt: the run waits until retry_at."""
+    def admit(self, origin: str, step: Step, holder: str) -> Verdict:
+        """May this step call ``origin`` (scheme://host:port) now? A refusal is not an attempt: the run waits."""
 
-    def settle(self, host: str, step: Step, holder: str, failed: bool) -> None:
-        """The call admitted for ``holder`` finished; ``failed`` when it says the host is unwell."""
+    def settle(self, origin: str, step: Step, holder: str, failed: bool) -> None:
+        """The call admitted for ``holder`` finished; ``failed`` when it says the origin is unwell."""
 
 
 class Recorder(Protocol):
@@ -78,10 +78,10 @@ class Halt(Exception):  # noqa: N818 - a control signal, not an error
     """The run stops here: a failure for good, a wait for a retry or a destination, or a filter."""
 
     def __init__(self, status: RunStatus, error: str | None = None, *, next_attempt_at: float | None = None,
-                 deferred_host: str | None = None, failure: dict[str, Any] | None = None, output: Any = None) -> None:
+                 deferred_origin: str | None = None, failure: dict[str, Any] | None = None, output: Any = None) -> None:
         super().__init__(error)
         self.status, self.error, self.output = status, error, output
-        self.next_attempt_at, self.deferred_host, self.failure = next_attempt_at, deferred_host, failure
+        self.next_attempt_at, self.deferred_origin, self.failure = next_attempt_at, deferred_origin, failure
 
 
 @dataclass
@@ -149,7 +149,7 @@ class _Run:
             if halt.status is RunStatus.FAILED and self.flow.on_failure:
                 halt = self.on_failure(halt, top)
             return RunResult(halt.status, self.results, error=halt.error, next_attempt_at=halt.next_attempt_at,
-                             output=halt.output, deferred_host=halt.deferred_host)
+                             output=halt.output, deferred_origin=halt.deferred_origin)
 
     def on_failure(self, halt: Halt, top: dict[str, Any]) -> Halt:
         """The flow's error handler: once per failed run, with ``error`` in scope; the run stays failed."""
@@ -163,7 +163,7 @@ class _Run:
         except Halt as inner:
             if inner.status is RunStatus.WAITING:
                 return Halt(RunStatus.WAITING, f"{halt.error}; on_failure: {inner.error}",
-                            next_attempt_at=inner.next_attempt_at, deferred_host=inner.deferred_host)
+                            next_attempt_at=inner.next_attempt_at, deferred_origin=inner.deferred_origin)
             if inner.status is RunStatus.FAILED:
                 return Halt(RunStatus.FAILED, f"{halt.error} (on_failure failed: {inner.error})")
         return halt
@@ -211,27 +211,27 @@ class _Run:
                            dry_run=self.dry_run, stub=self.stubs.get(stub_key), has_stub=stub_key in self.stubs,
                            options=self.options, path=path, blocks=_Blocks(self, step, path, scope))
         live = not self.dry_run and not sctx.has_stub
-        host: str | None = None
+        origin: str | None = None
         try:
             if self.gate is not None and live and kind.destination is not None:
-                host = kind.destination(sctx)
-                if host is not None:
-                    verdict = self.gate.admit(host, step, key)
+                origin = kind.destination(sctx)
+                if origin is not None:
+                    verdict = self.gate.admit(origin, step, key)
                     if not verdict.allowed:
                         raise Halt(RunStatus.WAITING, f"step {path}: {verdict.reason}",
-                                   next_attempt_at=verdict.retry_at + self.rng(), deferred_host=host)
+                                   next_attempt_at=verdict.retry_at + self.rng(), deferred_origin=origin)
             if kind.side_effects and self.recorder is not None and not self.dry_run:
                 with self.lock:
                     self.recorder.step_started(step, path, attempt, started, key)
             try:
                 outcome = kind.execute(sctx)
             except Exception as exc:
-                if host is not None and self.gate is not None:
+                if origin is not None and self.gate is not None:
                     outage = not isinstance(exc, Halt) and bool(kind.outage and kind.outage(exc))
-                    self.gate.settle(host, step, key, failed=outage)
+                    self.gate.settle(origin, step, key, failed=outage)
                 raise
-            if host is not None and self.gate is not None:
-                self.gate.settle(host, step, key, failed=False)
+            if origin is not None and self.gate is not None:
+                self.gate.settle(origin, step, key, failed=False)
         except Halt as halt:
             if halt.status is RunStatus.FAILED and step.on_error == "continue" and not kind.side_effects:
                 return self.continued(step, path, scope, ctx, halt.failure or {"message": halt.error}, previous)

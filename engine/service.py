@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -29,11 +28,12 @@ from engine.connections.runtime import ConnectionRuntime
 from engine.errors import FlowInvalid, FlowNotLoaded, NotRetryable, RunNotFound, StoreUnavailable
 from engine.events import make_event, redact_pairs
 from engine.loader import load_flow
-from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus, Step
+from engine.model import Flow, Headers, RunDetail, RunInfo, RunResult, RunStatus
 from engine.presets import secret_fields
 from engine.runner import resume_maps, run_flow
 from engine.steps import RunOptions
 from engine.store import Accepted, LeaseLost, RunStore
+from engine.store.gate import StoreGate
 
 log = logging.getLogger("hookline.service")
 
@@ -67,88 +67,6 @@ def _compile(version: str, source: str, path: str) -> Flow:
     return load_flow(source, path or f"<flow version {version}>")
 
 
-class _StoreGate:
-    """Destination protection backed by the store, with a breaker fast path.
-
-    With only the breaker configured (the default), a healthy host costs no database work: its state
-    is cached for a second and written only when a call fails or a failing host recovers. Rate and
-    concurrency limits take one short transaction before and after each call.
-    """
-
-    def __init__(self, store: RunStore, settings: Settings) -> None:
-        from engine.destinations import Limits, parse_destinations
-
-        self.store = store
-        self.default = Limits(breaker_failures=settings.breaker_failures, breaker_cooldown=settings.breaker_cooldown_s)
-        self.by_host: dict[str, Limits] = {}
-        for host, raw in parse_destinations(settings.destinations).items():  # SettingsError names a bad key
-            self.by_host[host] = self._merge(self.default, raw)
-        self.hold_s = settings.http_timeout_s + 30
-        self._cache: dict[str, tuple[float, Any]] = {}
-        self._taken: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _merge(base: Any, raw: Mapping[str, Any]) -> Any:
-        from dataclasses import replace
-
-        from engine.destinations import parse_rate
-        from engine.steps import parse_duration
-
-        changes: dict[str, Any] = {}
-        if raw.get("rate") is not None:
-            changes["rate"] = parse_rate(raw["rate"])
-        for key in ("burst", "concurrency", "breaker_failures"):
-            if raw.get(key) is not None:
-                changes[key] = raw[key]
-        if raw.get("breaker_cooldown") is not None:
-            changes["breaker_cooldown"] = parse_duration(raw["breaker_cooldown"])
-        return replace(base, **changes)
-
-    def limits(self, host: str, step: Step) -> Any:
-        base = self.by_host.get(host, self.default)
-        overrides = getattr(step.config, "limits", None)
-        return self._merge(base, overrides) if overrides else base
-
-    def _state(self, host: str) -> Any:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(host)
-        if cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        dest = self.store.destination(host)
-        with self._lock:
-            self._cache[host] = (now, dest)
-        return dest
-
-    def admit(self, host: str, step: Step, holder: str) -> Any:
-        from engine.destinations import Verdict
-
-        limits = self.limits(host, step)
-        if not limits.shared_state:
-            dest = self._state(host)
-            if dest is None or dest.state == "closed":
-                return Verdict(True)
-        verdict = self.store.destination_admit(host, limits, holder, self.hold_s)
-        if verdict.allowed:
-            with self._lock:
-                self._taken.add((host, holder))
-        return verdict
-
-    def settle(self, host: str, step: Step, holder: str, failed: bool) -> None:
-        limits = self.limits(host, step)
-        with self._lock:
-            took = (host, holder) in self._taken
-            self._taken.discard((host, holder))
-        dest = self._state(host) if not took and not failed else None
-        if took or failed or (dest is not None and (dest.failures or dest.state != "closed")):
-            new = self.store.destination_settle(host, limits, holder, failed)
-            with self._lock:
-                self._cache[host] = (time.monotonic(), new)
-            if new.state == "open" and failed:
-                log.warning("circuit opened for %s after %d consecutive failures", host, new.failures)
-
-
 class Service:
     def __init__(
         self,
@@ -171,7 +89,7 @@ class Service:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.options = RunOptions.from_settings(settings, ConnectionRuntime(
             catalog.connection, StoreTokenCache(store), owner=self.owner, secret_key=settings.secret_key))
-        self.gate = _StoreGate(store, settings)
+        self.gate = StoreGate(store, settings)
         self.alerts = Alerter(settings, store, self.http, self.options.connections, self.env)  # SettingsError
 
     # --- ingress ------------------------------------------------------------------------------
@@ -283,8 +201,8 @@ class Service:
                      extra={"run_id": run_id, "flow": flow_id, "step": step.path})
         if result.status.terminal:
             metrics.RUNS.labels(flow_id, result.status.value).inc()
-        elif result.deferred_host is not None:
-            metrics.DEFERRED.labels(flow_id, result.deferred_host).inc()
+        elif result.deferred_origin is not None:
+            metrics.DEFERRED.labels(flow_id, result.deferred_origin).inc()
         log.info("run %s of %s: %s%s", run_id, flow_id, result.status.value,
                  f" ({result.error})" if result.error else "", extra={"run_id": run_id, "flow": flow_id})
 

@@ -38,7 +38,8 @@ def test_destinations_are_checked_with_the_http_limit_fields() -> None:
         ('{"crm": {"rate": "fast"}}', "HOOKLINE_DESTINATIONS: crm.rate: expected a rate like 10/s or 600/m, got 'fast'"),
         ('{"crm": {"burst": 0}}', "HOOKLINE_DESTINATIONS: crm.burst: expected a positive whole number"),
         ('{"crm": {"breaker_cooldown": "soon"}}', "HOOKLINE_DESTINATIONS: crm.breaker_cooldown: expected a duration"),
-        ('["crm"]', 'HOOKLINE_DESTINATIONS: expected {"host": {"rate": "10/s", "concurrency": 5}, ...}'),
+        ('["crm"]', 'HOOKLINE_DESTINATIONS: expected {"https://api.example.com": {"rate": "10/s", "concurrency": 5}, '
+                    '...}'),
         ("{crm", "HOOKLINE_DESTINATIONS: not JSON"),
     ]:
         with pytest.raises(SettingsError) as caught:

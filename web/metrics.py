@@ -31,13 +31,13 @@ class StateCollector(Collector):
         yield depth
         unfinished = GaugeMetricFamily("hookline_runs_unfinished", "Runs not yet terminal, by status.",
                                        labels=["status"])
-        breaker = GaugeMetricFamily("hookline_destination_circuit_open", "1 when a host's circuit is open.",
-                                    labels=["host"])
+        breaker = GaugeMetricFamily("hookline_destination_circuit_open", "1 when an origin's circuit is open.",
+                                    labels=["origin"])
         try:
             for status, count in svc.store.unfinished_counts().items():
                 unfinished.add_metric([status], count)
             for dest in svc.store.destinations():
-                breaker.add_metric([dest.host], 1.0 if dest.state != "closed" else 0.0)
+                breaker.add_metric([dest.origin], 1.0 if dest.state != "closed" else 0.0)
         except Exception:  # noqa: BLE001 - database down: /readyz says so; keep the scrape working
             pass
         yield unfinished

@@ -162,7 +162,7 @@ class StepType:
     fields: tuple[Field, ...] = ()
     example: str = ""
     side_effects: bool = False  # recorded as started before it runs, so a crash is seen (invariant I4)
-    destination: Callable[[StepContext], str | None] | None = None  # host it calls, for destination protection
+    destination: Callable[[StepContext], str | None] | None = None  # origin it calls, for destination protection
     outage: Callable[[Exception], bool] | None = None  # which failures count against the destination
     options: tuple[Field, ...] = ()  # keys beside the type's own key in the step (foreach's `key`, `steps`...)
     children: Callable[[Any], tuple[Block, ...]] = lambda _config: ()

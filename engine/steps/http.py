@@ -72,7 +72,7 @@ FIELDS = (
     Field("retry", "fields", "Retry policy for retryable failures.", fields=RETRY_FIELDS,
           example="{max_attempts: 6, backoff: exponential, initial: 2s, max_delay: 10m}"),
     Field("success", "statuses", "Statuses that count as success.", default=("2xx",), example="[200, 201, 409]"),
-    Field("limits", "fields", "Protection of the destination host; overrides HOOKLINE_DESTINATIONS for it.",
+    Field("limits", "fields", "Protection of the origin called (scheme://host:port); overrides HOOKLINE_DESTINATIONS for it.",
           fields=LIMIT_FIELDS, example="{rate: 10/s, concurrency: 5}"),
     Field("allow_hosts", "hosts", "Hosts allowed when the URL's host comes from a template (wildcards allowed).",
           example="['*.myshopify.com']"),
@@ -505,10 +505,11 @@ def _stub_response(stub: Any, method: str, url: str) -> httpx.Response:
 
 
 def destination(ctx: StepContext) -> str | None:
-    """The host this step will call, for destination protection (rendered before the attempt)."""
+    """The origin this step will call (scheme://host:port), for destination protection (rendered before the attempt)."""
+    from engine.destinations import origin_of
+
     cfg: HttpConfig = ctx.step.config
-    host = urlsplit(str(cfg.url.render(ctx.render))).hostname
-    return host.lower() if host else None
+    return origin_of(str(cfg.url.render(ctx.render)))
 
 
 def counts_as_outage(exc: Exception) -> bool:

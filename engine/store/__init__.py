@@ -231,22 +231,22 @@ class Retention(Protocol):
 class Destinations(Protocol):
     """Outbound protection state shared by all workers (engine.destinations decides, the store keeps)."""
 
-    def destination_admit(self, host: str, limits: Limits, holder: str, hold_s: float,
+    def destination_admit(self, origin: str, limits: Limits, holder: str, hold_s: float,
                           now: float | None = None) -> Verdict:
-        """Atomically decide a call to ``host``; when allowed, take a token and a slot held by ``holder``."""
+        """Atomically decide a call to ``origin``; when allowed, take a token and a slot held by ``holder``."""
         ...
 
-    def destination_settle(self, host: str, limits: Limits, holder: str, failed: bool,
+    def destination_settle(self, origin: str, limits: Limits, holder: str, failed: bool,
                            now: float | None = None) -> Destination:
         """Free ``holder``'s slot and count the call's outcome towards the breaker."""
         ...
 
-    def destination(self, host: str) -> Destination | None:
-        """One host's state, None when it was never called through the gate."""
+    def destination(self, origin: str) -> Destination | None:
+        """One origin's state, None when it was never called through the gate."""
         ...
 
     def destinations(self) -> list[Destination]:
-        """Every known host with its live in-flight count (the operator page)."""
+        """Every known origin with its live in-flight count (the operator page)."""
         ...
 
 

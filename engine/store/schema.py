@@ -174,10 +174,14 @@ class SandboxRequestRow(Base):
 
 
 class DestinationRow(Base):
-    """Shared protection state of one outbound host (engine.destinations)."""
+    """Shared protection state of one outbound origin, scheme://host:port (engine.destinations).
+
+    The column is still called ``host`` (0002): rows from before origins hold a bare host, which no
+    call looks up any more, and ``destinations()`` lists only origins, so they need no migration.
+    """
 
     __tablename__ = "destinations"
-    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    origin: Mapped[str] = mapped_column("host", String(255), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default="closed")
     failures: Mapped[int] = mapped_column(Integer, default=0)
     open_until: Mapped[float] = mapped_column(Float, default=0.0)
@@ -187,10 +191,10 @@ class DestinationRow(Base):
 
 
 class DestinationSlotRow(Base):
-    """A request in flight to a host (concurrency limits); expires so a dead worker's slot frees itself."""
+    """A request in flight to an origin (concurrency limits); expires so a dead worker's slot frees itself."""
 
     __tablename__ = "destination_slots"
-    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    origin: Mapped[str] = mapped_column("host", String(255), primary_key=True)
     holder: Mapped[str] = mapped_column(String(100), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Float)
 
