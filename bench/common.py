@@ -414,6 +414,17 @@ def start_web(system: str, backend: Backend, stack: Stack, target_url: str = "ht
 # --------------------------------------------------------------------------- memory
 
 
+def process_tree(pid: int) -> list[Any]:
+    """The psutil processes of ``pid`` and all its children; [] once it has gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 class RssSampler(threading.Thread):
     """Peak RSS per process (and its children) sampled every ``interval`` seconds from /proc via psutil."""
 
@@ -429,12 +440,7 @@ class RssSampler(threading.Thread):
 
         while not self.stopped.is_set():
             for name, pid in self.roots.items():
-                try:
-                    root = psutil.Process(pid)
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    continue
-                for p in procs:
+                for p in process_tree(pid):
                     try:
                         rss = p.memory_info().rss
                     except psutil.Error:

@@ -10,11 +10,10 @@ which run a hit belongs to; the peer comparisons keep using it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 
-from bench.target import Handler, _answer
+from bench.target import Handler, _answer, main
 
 hits = 0
 conns = 0
@@ -48,17 +47,5 @@ class KeyHandler(Handler):
         return _answer("200 OK", b'{"ok":true}')
 
 
-async def main(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(KeyHandler, "127.0.0.1", port, backlog=1024, reuse_address=True)
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    try:
-        asyncio.run(main(parser.parse_args().port))
-    except KeyboardInterrupt:
-        pass
+    main(KeyHandler, __doc__)

@@ -24,7 +24,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Backend, Proc, Stack, count_statuses, free_port, gunicorn_args, log, measurement, spawn, wait_http
+from bench.common import (
+    Backend,
+    Proc,
+    Stack,
+    count_statuses,
+    free_port,
+    gunicorn_args,
+    log,
+    measurement,
+    process_tree,
+    spawn,
+    wait_http,
+)
 from bench.loadgen import ensure_wrk
 from bench.peers_setup import HOOKLINE_SETUPS, PeerUnavailable, peers_dir, start_hookline, start_mock, start_n8n, start_node_red
 
@@ -85,12 +97,7 @@ class Sampler(threading.Thread):
         import psutil
 
         for pid in list(self.roots.values()):
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for p in procs:
+            for p in process_tree(pid):
                 try:
                     rss, t = p.memory_info().rss, p.cpu_times()
                 except psutil.Error:

@@ -63,18 +63,23 @@ class Handler(asyncio.Protocol):
         return _answer("200 OK", b'{"id":"' + tag.encode() + b'"}')
 
 
-async def main(port: int) -> None:
+async def _serve(protocol: type[asyncio.Protocol], port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Handler, "127.0.0.1", port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(protocol, "127.0.0.1", port, backlog=1024, reuse_address=True)
     async with server:
         await server.serve_forever()
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(protocol: type[asyncio.Protocol], description: str | None) -> None:
+    """``--port P``: serve ``protocol`` on 127.0.0.1:P until interrupted (this mock and bench/keymock.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    port = parser.parse_args().port
     try:
-        asyncio.run(main(args.port))
+        asyncio.run(_serve(protocol, port))
     except KeyboardInterrupt:
         pass
+
+
+if __name__ == "__main__":
+    main(Handler, __doc__)
