@@ -30,6 +30,9 @@ NOT_FAILED = "not failed (only failed runs are retried from the failed step)"
 FOLLOWED = "already replayed or retried (the newest follow-up carries the failure)"
 CHANGED = "a call they kept changed or moved in the current flow version (retry those on their original version)"
 
+STALLED_S = 30.0
+"""A job unmoved this long lost its process: its page offers to carry it on, and a worker's reaper does."""
+
 
 @dataclass
 class Plan:

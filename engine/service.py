@@ -222,7 +222,16 @@ class Service:
             self._enqueue(run_id, 0.0)
         if ids:
             log.info("reaper re-enqueued %d run(s)", len(ids))
+        self._carry_on_jobs(now)
         return ids
+
+    def _carry_on_jobs(self, now: float) -> None:
+        """Bulk jobs whose web process died mid-way are finished by a worker's reaper: every job ends."""
+        from engine import bulk
+
+        for job_id in self.store.stalled_jobs(now - bulk.STALLED_S):
+            log.info("reaper carries on bulk job %s", job_id)
+            bulk.run(self, job_id)
 
     def prune(self, now: float | None = None, progress: Callable[[int], None] | None = None) -> int:
         """Apply HOOKLINE_RETENTION_SUCCEEDED / _FAILED (days); returns how many runs were deleted."""

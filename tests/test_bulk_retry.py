@@ -254,6 +254,19 @@ def test_a_stalled_job_is_offered_to_carry_on(h: Hookline) -> None:
     assert job.done == 3 and len(set(job.run_ids)) == 3 and job.error is None
 
 
+
+def test_a_worker_reaper_finishes_a_job_whose_web_process_died(h: Hookline) -> None:
+    ids = [h.send(order(n, amount=REJECTED_AMOUNT)) for n in range(1, 4)]
+    job_id = bulk.start(h.svc, bulk.plan_retry(h.svc, ids, original_version=True), {"flow": "orders"})
+    job = h.svc.store.get_job(job_id)
+    assert job is not None
+    h.svc.store.advance_job(job, 1, now=time.time() - 3600)  # one chunk an hour ago; then its process died
+    h.svc.reap(now=time.time() - 3600 + 5)  # still fresh then: not the reaper's
+    assert (j := h.svc.store.get_job(job_id)) is not None and j.done == 1
+    h.svc.reap()
+    job = h.svc.store.get_job(job_id)
+    assert job is not None and job.finished and job.done == 3 and len(set(job.run_ids)) == 3
+
 SKIPPING_FLOW = """\
 id: vip
 steps:

@@ -19,9 +19,6 @@ from engine.store.replay import BulkJob
 from engine.versions import version_change
 from web import context
 
-STALLED_S = 30.0
-"""A job not finished whose progress has not moved for this long lost its process: the page offers to go on."""
-
 
 def current_versions(svc: Service, flow_ids: Sequence[str]) -> dict[str, Flow]:
     out = {}
@@ -98,7 +95,7 @@ def _url(endpoint: str, args: dict[str, str]) -> str:
 
 def job_view(job: BulkJob, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    stalled = not job.finished and now - job.updated_at > STALLED_S
+    stalled = not job.finished and now - job.updated_at > bulk.STALLED_S
     state = "failed" if job.error else "done" if job.finished else "stalled" if stalled else "running"
     first, last = (job.run_ids[0], job.run_ids[-1]) if job.run_ids else (None, None)
     return {

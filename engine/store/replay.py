@@ -181,6 +181,14 @@ class ReplayStore(StoreBase):
             s.execute(update(BulkJobRow).where(BulkJobRow.id == job.id).values(run_ids=job.run_ids + new_ids))
         return new_ids
 
+    def stalled_jobs(self, before: float, limit: int = 10) -> list[int]:
+        """Unfinished, not failed jobs nobody has moved since ``before``: their process died mid-way."""
+        with self._tx(write=False) as s:
+            rows = s.execute(select(BulkJobRow.id).where(BulkJobRow.error.is_(None), BulkJobRow.done < BulkJobRow.total,
+                                                         BulkJobRow.updated_at < before)
+                             .order_by(BulkJobRow.id).limit(limit))
+            return [int(i) for i in rows.scalars()]
+
     def fail_job(self, job_id: int, error: str, now: float | None = None) -> None:
         with self._tx() as s:
             s.execute(update(BulkJobRow).where(BulkJobRow.id == job_id)
