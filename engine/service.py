@@ -311,17 +311,6 @@ class Service:
     bulk_chunk = 100
     """Runs a bulk job creates per transaction (engine.bulk); tests make it small to watch the progress."""
 
-    def bulk_replay(self, run_ids: Sequence[int], *, original_version: bool = False) -> list[int]:
-        """Replay many runs at once (the API's bulk action, as one job); returns the new run ids in order.
-
-        Everything is checked before the first run is created, so a missing run (RunNotFound) or a flow
-        that no longer loads (FlowNotLoaded) replays nothing rather than half the selection.
-        """
-        from engine import bulk
-
-        plan = bulk.plan_replay(self, run_ids, original_version=original_version)
-        return bulk.run(self, bulk.start(self, plan, {})).run_ids
-
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
