@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import pkgutil
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.signature import Clock, SignatureVerifier
 
+from engine import presets
 from engine.errors import VerificationError, VerificationUnavailable
 from engine.presets import PROVIDERS, Request, VerifyConfig, hint, parse_verify, secret_fields, sign, verify_request
 
@@ -455,9 +457,10 @@ def problems(raw: Any) -> list[tuple[str, str]]:
 
 
 def test_providers_are_sorted_and_complete() -> None:
+    """Every file of engine/presets/ registers the preset it is named after (a new preset is that one file)."""
+    files = {m.name.replace("_", "-") for m in pkgutil.iter_modules(presets.__path__) if m.name != "base"}
     assert PROVIDERS == tuple(sorted(PROVIDERS))
-    assert set(PROVIDERS) == {"basic", "github", "hmac", "shopify", "slack", "square", "standard-webhooks", "stripe",
-                              "token", "twilio"}
+    assert files <= set(PROVIDERS) and {"github", "stripe", "twilio"} <= files
 
 
 def test_unknown_provider() -> None:
