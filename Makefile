@@ -1,9 +1,10 @@
-# Hookline: `make run` serves the example flows on http://127.0.0.1:8000; `make test` runs every test.
+# Hookline: `make run [PORT=8000]` serves the example flows on http://127.0.0.1:$(PORT); `make test` runs every test.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+PORT ?= 8000
 
 .PHONY: run test lint bench clean install
 
@@ -24,7 +25,7 @@ $(TEST_STAMP): pyproject.toml $(STAMP)
 install: $(STAMP)
 
 run: $(STAMP)
-	set -a; . ./flows/demo.env; set +a; $(BIN)/hookline serve --flows flows --host 127.0.0.1 --port 8000
+	set -a; . ./flows/demo.env; set +a; $(BIN)/hookline serve --flows flows --host 127.0.0.1 --port $(PORT)
 
 test: $(TEST_STAMP)
 	$(BIN)/ruff check engine web tests $(wildcard bench)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -51,6 +52,9 @@ class Settings:
     user_agent: str = _f("Hookline/0.1", "User-Agent of outbound requests.")
     public_url: str = _f("", "Where operators reach the UI (https://hookline.example.com): makes run links absolute "
                              "(on_failure's error.run_url, alerts' run_url).")
+    url: str = _f("", "This Hookline's own base URL as flows read it, ${HOOKLINE_URL} (the examples call their sandbox "
+                      "there): hookline serve and web set it to the address they listen on; elsewhere (a worker on "
+                      "its own, hookline run) it is http://127.0.0.1:8000 unless set.")
     alert_url: str = _f("", "Where a run that fails for good is announced (a POST, once per run); empty: no alerts. "
                             "See operations.md, Alerts.")
     alert_format: str = _f("json", "'json' (flow, run_id, run_url, step, error, failed_at, suppressed) or 'slack' "
@@ -118,9 +122,12 @@ def skip_unused_drivers(settings: Settings) -> None:
             sys.modules[module] = None  # type: ignore[assignment]  # `import` now raises ImportError
 
 
-def environ() -> Mapping[str, str]:
-    """The process environment, the only source of ``${VAR}`` values in flows."""
-    return os.environ
+def environ(settings: Settings | None = None) -> Mapping[str, str]:
+    """The process environment, the only source of ``${VAR}`` values in flows, with ``settings.url`` as the
+    built-in ``${HOOKLINE_URL}`` (engine.envrefs) when the settings say where this process serves."""
+    if settings is None or not settings.url:
+        return os.environ
+    return ChainMap({"HOOKLINE_URL": settings.url}, os.environ)
 
 
 def settings_help() -> list[tuple[str, Any, str]]:

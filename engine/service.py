@@ -85,7 +85,7 @@ class Service:
         self.enqueue = enqueue
         self.pending = pending
         self.http = http or make_http_client(settings)
-        self.env = env if env is not None else environ()
+        self.env = env if env is not None else environ(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.options = RunOptions.from_settings(settings, ConnectionRuntime(
             catalog.connection, StoreTokenCache(store), owner=self.owner, secret_key=settings.secret_key))

@@ -43,10 +43,14 @@ def _settings(**overrides: Any) -> Settings:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _listening_env(host: str) -> dict[str, str]:
-    """Defaults for a process serving on ``host`` (unless set): the address it serves on is a trusted Host,
-    and the sandbox receiver, a test aid anyone could fill, is off beyond loopback."""
+def _listening_env(host: str, port: int = 0) -> dict[str, str]:
+    """Defaults for a process serving on ``host:port`` (unless set): the address it serves on is a trusted Host
+    and the flows' ``${HOOKLINE_URL}`` (a wildcard address reached on loopback), and the sandbox receiver,
+    a test aid anyone could fill, is off beyond loopback. Port 0 (not bound yet) sets no HOOKLINE_URL."""
     out: dict[str, str] = {}
+    if "HOOKLINE_URL" not in os.environ and port:
+        near = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        out["HOOKLINE_URL"] = f"http://{f'[{near}]' if ':' in near else near}:{port}"
     if "HOOKLINE_TRUSTED_HOSTS" not in os.environ and host not in ("0.0.0.0", "::", ""):
         out["HOOKLINE_TRUSTED_HOSTS"] = ",".join(dict.fromkeys(("localhost", "127.0.0.1", "::1", host)))
     if "HOOKLINE_SANDBOX" not in os.environ and host not in LOOPBACK:
@@ -451,7 +455,7 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
     The web side runs on waitress (engine.app.serving): requests reach the app only once complete, within
     --request-timeout, on a bounded thread pool.
     """
-    settings = _settings(env={**os.environ, **_listening_env(host)}, flows_dir=flows_dir)
+    settings = _settings(env={**os.environ, **_listening_env(host, port)}, flows_dir=flows_dir)
     setup_logging(settings)
     if host not in LOOPBACK and not settings.admin_password:
         _fail("refusing to listen beyond localhost without HOOKLINE_ADMIN_PASSWORD (the UI would be open)")
@@ -488,21 +492,21 @@ def serve(flows_dir: str | None, host: str, port: int, workers: int | None, thre
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per gunicorn worker.")
 def web(host: str, port: int, workers: int, threads: int) -> None:
     """The web app (ingress + UI) under gunicorn; run `hookline worker` next to it."""
-    os.environ.update(_listening_env(host))  # gunicorn's workers read the environment
-    settings = _settings()
+    env = {**os.environ, **_listening_env(host, port)}  # handed to gunicorn, whose workers read their settings
+    settings = _settings(env=env)
     if host not in LOOPBACK and not settings.admin_password and not settings.api_token:
         click.echo("warning: listening beyond localhost without HOOKLINE_ADMIN_PASSWORD", err=True)
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookline-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookline-metrics-")
     args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--config", "python:engine.app.gunicorn_conf",
             "--threads", str(threads), "--worker-class", "gthread" if threads > 1 else "sync",
             # %(U)s: the path without its query string, which may carry a verification token
             "--access-logfile", "-", "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss',
             "--graceful-timeout", "10", "engine.app.wsgi:app"]
-    os.execv(sys.executable, args)
+    os.execve(sys.executable, args, env)
 
 
 @main.command()
