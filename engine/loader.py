@@ -169,8 +169,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Doc]:
     except RecursionError:
         raise FlowInvalid(file, [FlowError("YAML nested too deeply", file=file)]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = doc.line_of(mark) if mark else None
+        line = _error_line(exc, doc)
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise FlowInvalid(file, [FlowError(f"YAML syntax error: {problem}", file=file, line=line)]) from None
     except yaml.YAMLError as exc:
@@ -185,6 +184,19 @@ def parse_yaml(text: str, file: str) -> tuple[Any, _Doc]:
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise FlowInvalid(file, [FlowError(f"YAML error: {str(exc).splitlines()[0]}", file=file)]) from None
     return value, doc
+
+
+def _error_line(exc: yaml.MarkedYAMLError, doc: _Doc) -> int | None:
+    """The line a person must fix, as an editor numbers it. PyYAML marks where it gave up: for a key
+    without its colon that is the next line, and for an unclosed quote or bracket the end of the file
+    (past the last line); the construct's start (``context_mark``) is the line to show then."""
+    problem, context = exc.problem_mark, exc.context_mark
+    at_end = problem is not None and doc.text[problem.index :].strip() == ""
+    if context is not None and (problem is None or at_end or exc.context == "while scanning a simple key"):
+        return doc.line_of(context)
+    if problem is None:
+        return None
+    return min(doc.line_of(problem), max(1, len(doc.text.rstrip().split("\n"))))
 
 
 # --- flow validation -----------------------------------------------------------------------------
