@@ -49,8 +49,8 @@ TRIGGER_FIELDS = (
     Field("dedupe", "key", "One run per value: a JSONPath into the body or header:<Name>.", example="$.id"),
     Field("order_by", "key", "Runs with the same value run one after the other.", example="$.order.id"),
     Field("max_body", "size", "Largest body accepted for this flow.", example="1MiB"),
-    Field("index", "keys", "Values to search runs by: name -> JSONPath or header:<Name>.",
-          example="{order_id: $.id}"),
+    Field("index", "keys", "Values to search runs by: name -> JSONPath or header:<Name>, or "
+          "{path: ..., lower: true} to find it whatever its case.", example="{order_id: $.id}"),
     Field("redact_headers", "headers", "Request headers stored as [redacted].", example="[X-Api-Key]"),
     Field("verify_token", "str", "Token answered in GET hub.challenge handshakes (Meta, Strava)."),
 )
@@ -299,11 +299,9 @@ def _trigger(raw: Any, doc: _Doc) -> Trigger:
             doc.error("index must map names to JSONPaths", doc.line("trigger.index"), "trigger.index")
         else:
             for name, value in raw["index"].items():
-                path = f"trigger.index.{name}"
-                try:
-                    index[name] = compile_key(str(value))
-                except ValueError as exc:
-                    doc.error(f"invalid key expression {value!r}: {exc}", doc.line(path), path)
+                expr = _index_key(str(name), value, doc)
+                if expr is not None:
+                    index[str(name)] = expr
     redact = raw.get("redact_headers") or []
     if not isinstance(redact, list) or not all(isinstance(h, str) for h in redact):
         doc.error("redact_headers must be a list of header names", doc.line("trigger.redact_headers"),
@@ -319,6 +317,33 @@ def _trigger(raw: Any, doc: _Doc) -> Trigger:
         redact_headers=tuple(h.lower() for h in redact),
         verify_token=str(token) if token is not None else None,
     )
+
+
+INDEX_KEYS = ("path", "lower")
+
+
+def _index_key(name: str, value: Any, doc: _Doc) -> KeyExpr | None:
+    """``name: $.path`` or ``name: {path: $.path, lower: true}``; a value that resolves to nothing is kept as
+    ``""`` (a marker the flow page counts)."""
+    path = f"trigger.index.{name}"
+    lower = False
+    if isinstance(value, dict):
+        for key in value:
+            if key not in INDEX_KEYS:
+                doc.error(f"unknown key {key!r}; expected one of: {', '.join(INDEX_KEYS)}", doc.line(f"{path}.{key}"),
+                          f"{path}.{key}")
+        if not isinstance(value.get("lower", False), bool):
+            doc.error("lower must be true or false", doc.line(f"{path}.lower"), f"{path}.lower")
+        lower = value.get("lower") is True
+        if value.get("path") is None:
+            doc.error("an index field needs a path: a JSONPath or header:<Name>", doc.line(path), path)
+            return None
+        path, value = f"{path}.path", value["path"]
+    try:
+        return compile_key(str(value), lower=lower, missing="")
+    except ValueError as exc:
+        doc.error(f"invalid key expression {value!r}: {exc}", doc.line(path), path)
+        return None
 
 
 def _size(value: Any, doc: _Doc, path: str) -> int | None:

@@ -42,7 +42,11 @@ _KINDS: dict[str, Any] = {
     "trigger": {"$ref": "#/$defs/trigger"},
     "verify": {"$ref": "#/$defs/verify"},
     "key": {"type": "string", "pattern": r"^\s*(\$|header:)"},
-    "keys": {"type": "object", "additionalProperties": {"type": "string", "pattern": r"^\s*(\$|header:)"}},
+    "keys": {"type": "object", "additionalProperties": {"oneOf": [
+        {"type": "string", "pattern": r"^\s*(\$|header:)"},
+        {"type": "object", "required": ["path"], "additionalProperties": False, "properties": {
+            "path": {"type": "string", "pattern": r"^\s*(\$|header:)"}, "lower": {"type": "boolean"}}},
+    ]}},
     "size": {"type": ["integer", "string"]},
     "id": {"type": "string", "pattern": ID_RE.pattern},
     "step_id": {"type": "string", "pattern": STEP_ID_RE.pattern},

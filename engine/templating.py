@@ -443,24 +443,43 @@ def _child(where: Where, key: str, lines: Mapping[str, int] | None) -> Where:
 
 @dataclass(frozen=True)
 class KeyExpr:
-    """``$.json.path`` into the body or ``header:X-Name``; extracts a string key or None."""
+    """``$.json.path`` into the body or ``header:X-Name``; extracts a string key or None.
+
+    ``lower`` (index fields that declare it): the value is trimmed and case-folded, so a search finds it
+    whatever case was typed. ``missing`` is what extract returns when nothing resolves: index fields use
+    ``""``, which the store keeps as a marker row, so the flow page can count runs whose field was empty
+    (a typo in the path) without scanning runs.
+    """
 
     source: str
     header: str | None = None
     compiled: Any = field(default=None, compare=False)
+    lower: bool = False
+    missing: str | None = None
 
     def extract(self, body: Any, headers: Mapping[str, str]) -> str | None:
         if self.header is not None:
             value = headers.get(self.header.lower())
-            return clean_text(value)[:500] if value else None
+            return self.normalise(value) if value else self.missing
         try:
             found = jsonpath_value(self.compiled, body)
         except Exception:  # noqa: BLE001 - odd bodies simply have no key
-            return None
+            return self.missing
         if found is None or found == "" or found == []:
-            return None
+            return self.missing
         text = found if isinstance(found, str) else json.dumps(found, sort_keys=True, default=str)
+        return self.normalise(text)
+
+    def normalise(self, text: str) -> str | None:
+        """The stored form of a value (searches apply it to the value typed); cut at 500 characters."""
+        if self.lower:
+            return fold(text) or self.missing
         return clean_text(text)[:500]
+
+
+def fold(text: str) -> str:
+    """The form of a ``lower: true`` index value: trimmed and case-folded (``ß`` is ``ss``), at most 500 characters."""
+    return clean_text(text).strip().casefold()[:500]
 
 
 def clean_text(text: str) -> str:
@@ -474,17 +493,17 @@ def clean_text(text: str) -> str:
     return text
 
 
-def compile_key(source: str) -> KeyExpr:
+def compile_key(source: str, *, lower: bool = False, missing: str | None = None) -> KeyExpr:
     """Raises ValueError naming the problem."""
     text = source.strip()
     if text.lower().startswith("header:"):
         name = text[len("header:") :].strip()
         if not name:
             raise ValueError("header: needs a header name, e.g. header:X-GitHub-Delivery")
-        return KeyExpr(source, header=name)
+        return KeyExpr(source, header=name, lower=lower, missing=missing)
     if not text.startswith("$"):
         raise ValueError("expected a JSONPath starting with $ or header:<Name>")
-    return KeyExpr(source, compiled=compile_jsonpath(text))
+    return KeyExpr(source, compiled=compile_jsonpath(text), lower=lower, missing=missing)
 
 
 def _env_refs(expr: Expr) -> Iterator[envrefs.EnvRef]:

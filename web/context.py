@@ -439,7 +439,28 @@ def flow_context(flow_id: str) -> dict[str, Any]:
     lines = [{"n": n, "text": text, "errors": by_line.get(n, [])} for n, text in enumerate(source.splitlines(), 1)]
     recent = svc.store.list_runs(flow=item.id, limit=20)
     return {"flow": summary, "source": lines, "runs": summaries(recent.runs),
-            "diagram": flow_diagram(svc, item, since) if isinstance(item, Flow) else None}
+            "diagram": flow_diagram(svc, item, since) if isinstance(item, Flow) else None,
+            "empty_keys": empty_keys(svc, item, since) if isinstance(item, Flow) else []}
+
+
+EMPTY_KEYS_CAP = 1000
+"""Runs without a dedupe key or index value are counted up to this many per key (shown as "1,000+")."""
+
+
+def empty_keys(svc: Service, flow: Flow, since: float) -> list[dict[str, Any]]:
+    """Per declared dedupe key and index field, the runs of the last 24 h where it resolved to nothing, and
+    the first of them: a typo such as ``dedupe: $.idd`` passes validation and silently disables dedupe.
+    Index fields count the runs stored since their markers exist (ingest keeps one per empty field)."""
+    trig = flow.trigger
+    if trig.dedupe is None and not trig.index:
+        return []
+    found = svc.store.empty_keys(flow.id, since, dedupe=trig.dedupe is not None, index=list(trig.index),
+                                 cap=EMPTY_KEYS_CAP)
+    keys = [("dedupe", "dedupe key", trig.dedupe.source, found["dedupe"])] if trig.dedupe is not None else []
+    keys += [(f"index.{n}", f"index value {n}", e.source, found["index"][n]) for n, e in trig.index.items()]
+    return [{"key": key, "label": label, "expr": expr, "count": count, "capped": count >= EMPTY_KEYS_CAP,
+             "first_run_id": first, "first_run_url": url_for("ui.run_detail", run_id=first) if first else None}
+            for key, label, expr, (count, first) in keys]
 
 
 DIAGRAM_RUNS = 500

@@ -14,11 +14,21 @@ from sqlalchemy.orm import aliased
 from engine.model import RunDetail, RunRecord, RunStatus
 from engine.store.connect import StoreBase
 from engine.store.schema import EventRow, RunIndexRow, RunRow, StepRunRow, _event_record, _run_record, _step_result
+from engine.templating import fold
 
 ERROR_FIELDS = ("error", "code")
 """Search prefixes read from runs' error text (``error:timeout``, ``code:422``), not from index fields."""
 UNRESOLVED = "unresolved"
 """A status filter meaning failed runs that no replay or retry has followed yet."""
+
+
+def _probes(value: str) -> list[str]:
+    """The values a search ``name:value`` looks up: as typed and folded (``lower: true`` fields store that
+    form). Both are equality probes of ix_run_index_name_value; a run stored before its field declared
+    ``lower: true`` is still found by its exact value."""
+    exact = value.strip()
+    folded = fold(exact)
+    return [exact] if folded in ("", exact) else [exact, folded]
 
 
 @dataclass
@@ -41,7 +51,7 @@ class HistoryStore(StoreBase):
             return RunDetail(
                 run=_run_record(row), event=_event_record(ev), steps=[_step_result(r) for r in steps.scalars()],
                 children=[_run_record(c) for c in children.scalars()],
-                index={i.name: i.value for i in index.scalars()},
+                index={i.name: i.value for i in index.scalars() if i.value != ""},
             )
 
     def get_run_record(self, run_id: int) -> RunRecord | None:
@@ -92,7 +102,7 @@ class HistoryStore(StoreBase):
                     # ids first, then runs by primary key: a planner scanning runs newest-first while
                     # probing the subquery would read the whole table when nothing matches
                     ids = s.execute(select(RunIndexRow.run_id).where(RunIndexRow.name == name,
-                                                                     RunIndexRow.value == value)
+                                                                     RunIndexRow.value.in_(_probes(value)))
                                     .order_by(RunIndexRow.run_id.desc()).limit(10_000)).scalars().all()
                     stmt = stmt.where(RunRow.id.in_(list(ids)))
                 elif s.execute(stmt.with_only_columns(RunRow.id).where(exact).limit(1)).first():
@@ -115,10 +125,10 @@ class HistoryStore(StoreBase):
         conditions = [RunRow.dedupe_key == q]
         if q.isdigit() and len(q) < 19:
             conditions.append(RunRow.id == int(q))
-        if ":" in q:
-            name, value = q.split(":", 1)
+        name, _, value = q.partition(":")
+        if value.strip():  # never the "" markers of fields that resolved to nothing
             conditions.append(RunRow.id.in_(select(RunIndexRow.run_id).where(
-                RunIndexRow.name == name.strip(), RunIndexRow.value == value.strip())))
+                RunIndexRow.name == name.strip(), RunIndexRow.value.in_(_probes(value)))))
         return or_(*conditions)
 
     @staticmethod
@@ -255,6 +265,39 @@ class HistoryStore(StoreBase):
                     bad += count
                     errors[text_ or ""] = errors.get(text_ or "", 0) + count
                 out[path] = (ok, bad, errors)
+        return out
+
+    def empty_keys(self, flow_id: str, since: float, *, dedupe: bool, index: Sequence[str],
+                   cap: int = 1000) -> dict[str, Any]:
+        """Runs of the flow created since ``since`` whose dedupe key, or an index field, resolved to nothing:
+        ``{"dedupe": (count, first id) or None, "index": {name: (count, first id)}}``, counts up to ``cap``.
+
+        The window starts at its oldest run's id (one probe of ix_runs_flow_created); then each count is
+        one forward range of at most ``cap`` entries: runs without a key on uq_runs_flow_dedupe or
+        ix_runs_flow_id_id, the ``""`` markers ingest stores for empty index fields on
+        ix_run_index_name_value. A healthy flow reads no entries at all, whatever its volume.
+        """
+        out: dict[str, Any] = {"dedupe": None, "index": {}}
+        with self._tx(write=False) as s:
+            start = s.execute(select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.created_at >= since)
+                              .order_by(RunRow.created_at).limit(1)).scalar()
+            if start is None:
+                return out | {"dedupe": (0, None) if dedupe else None, "index": {n: (0, None) for n in index}}
+
+            def count(ids: Any) -> tuple[int, int | None]:
+                sub = ids.limit(cap).subquery()
+                n, first = s.execute(select(func.count(), func.min(sub.c.id))).one()
+                return int(n or 0), first
+
+            if dedupe:
+                out["dedupe"] = count(select(RunRow.id).where(
+                    RunRow.flow_id == flow_id, RunRow.dedupe_key.is_(None), RunRow.id >= start,
+                    RunRow.created_at >= since).order_by(RunRow.id))
+            for name in index:
+                out["index"][name] = count(
+                    select(RunIndexRow.run_id.label("id")).join(RunRow, RunRow.id == RunIndexRow.run_id)
+                    .where(RunIndexRow.name == name, RunIndexRow.value == "", RunIndexRow.run_id >= start,
+                           RunRow.flow_id == flow_id).order_by(RunIndexRow.run_id))
         return out
 
     def runs_by_ids(self, ids: Sequence[int]) -> list[RunRecord]:

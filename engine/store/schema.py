@@ -130,13 +130,17 @@ class StepRunRow(Base):
 
 
 class RunIndexRow(Base):
-    """Values of ``trigger.index`` fields, so runs of one order are found among millions."""
+    """Values of ``trigger.index`` fields, so runs of one order are found among millions.
+
+    ``value`` is ``""`` for a field that resolved to nothing (a marker: never a searched value), so the flow
+    page counts such runs on this index. Its ``run_id`` column orders matches newest first.
+    """
 
     __tablename__ = "run_index"
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(String(500))
-    __table_args__ = (Index("ix_run_index_name_value", "name", "value"),)
+    __table_args__ = (Index("ix_run_index_name_value", "name", "value", "run_id"),)
 
 
 class BulkJobRow(Base):
