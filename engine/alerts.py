@@ -132,7 +132,10 @@ def check_settings(settings: Settings) -> None:
         return
     parts = urlsplit(settings.alert_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"HOOKLINE_ALERT_URL: expected an http(s) URL, got {settings.alert_url[:200]!r}")
+        # not the value: a Slack-style webhook URL is a secret (I9); its scheme says enough to find the typo
+        got = f"scheme {parts.scheme[:20]!r}" if parts.scheme else "no scheme"
+        raise SettingsError(f"HOOKLINE_ALERT_URL: expected an http(s) URL with a host, got {got}"
+                            + ("" if parts.hostname else " and no host"))
     if settings.alert_format.strip().lower() not in FORMATS:
         raise SettingsError(f"HOOKLINE_ALERT_FORMAT: expected json or slack, got {settings.alert_format!r}")
 

@@ -257,6 +257,16 @@ def test_bad_alert_settings_fail_at_start_up(make_service: Any, sqlite_url: str)
     assert Settings.from_env({"HOOKLINE_ALERT_INTERVAL_S": "10m"}).alert_interval_s == 600.0
 
 
+def test_a_bad_alert_url_is_refused_without_repeating_it() -> None:
+    """A Slack webhook URL is a secret: a typo in its scheme must not print it at start-up (I9)."""
+    for typo in ("hooks.slack.com/services/T0/B0/sEcReT123", "htps://hooks.slack.com/services/T0/B0/sEcReT123",
+                 "https:///services/T0/B0/sEcReT123"):
+        with pytest.raises(SettingsError) as err:
+            alerts.check_settings(Settings(alert_url=typo))
+        assert "sEcReT123" not in str(err.value) and "services" not in str(err.value)
+        assert str(err.value).startswith("HOOKLINE_ALERT_URL: expected an http(s) URL")
+
+
 def test_failed_step_is_the_path_the_error_names() -> None:
     step = StepResult("lines[a: b].post", StepStatus.FAILED, 1, 0)
     assert failed_step(RunResult(RunStatus.FAILED, [step], error="step lines[a: b].post: 500")) == "lines[a: b].post"
