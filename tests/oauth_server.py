@@ -22,6 +22,24 @@ from urllib.parse import parse_qs, unquote_plus
 
 CLIENT_ID = "hookline-client"
 
+CONNECTIONS = """
+connections:
+  crm:
+    type: oauth2_client_credentials
+    token_url: ${CRM_TOKEN_URL}
+    client_id: ${CRM_CLIENT_ID}
+    client_secret: ${CRM_CLIENT_SECRET}
+    scopes: [contacts.write]
+  hub:
+    type: oauth2_refresh_token
+    token_url: ${CRM_TOKEN_URL}
+    client_id: ${CRM_CLIENT_ID}
+    client_secret: ${CRM_CLIENT_SECRET}
+    refresh_token: ${HUB_REFRESH_TOKEN}
+    auth_style: body
+"""
+"""connections.yaml with one client-credentials (``crm``) and one refresh-token (``hub``) connection to this server."""
+
 
 @dataclass
 class TokenRequest:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import re
+import resource
 import socket
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -258,3 +262,32 @@ def query_plans(store: Any, call: Any) -> list[tuple[str, str]]:
                 for sql, params in seen]
     finally:
         raw.close()
+
+
+def in_fork(fn: Any, *args: Any, seconds: float = 4.0, mem_mb: int = 384) -> tuple[str, str, float]:
+    """Run fn(*args) in a forked child limited to its current size + ``mem_mb`` of address space; returns
+    (outcome, message, elapsed): outcome is the exception class name, "ok", or "timeout", unless fn returns
+    an (outcome, message) pair itself. A runaway parser or template then cannot take the test run down."""
+    mp = multiprocessing.get_context("fork")
+    recv, send = mp.Pipe(duplex=False)
+
+    def child() -> None:
+        vm = int(re.search(r"VmSize:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + mem_mb * 2**20, vm + mem_mb * 2**20))
+        started = time.perf_counter()
+        try:
+            result = fn(*args)
+            outcome, message = result if isinstance(result, tuple) else ("ok", "")
+        except BaseException as exc:  # noqa: BLE001 - report whatever happened to the parent
+            outcome, message = type(exc).__name__, str(exc)[:300]
+        send.send((outcome, message, time.perf_counter() - started))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: fine for pure computation
+        proc = mp.Process(target=child, daemon=True)
+        proc.start()
+    try:
+        return recv.recv() if recv.poll(seconds) else ("timeout", f"still running after {seconds}s", seconds)
+    finally:
+        proc.kill()
+        proc.join(5)

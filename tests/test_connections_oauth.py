@@ -28,25 +28,8 @@ from engine.model import RunStatus
 from engine.store import RunStore
 from engine.templating import RenderContext
 from tests.faults.oracles import dump_database
-from tests.oauth_server import CLIENT_ID, AuthServer, leaks, start_auth_server
+from tests.oauth_server import CLIENT_ID, CONNECTIONS, AuthServer, leaks, start_auth_server
 from tests.support import ROOT
-
-CONNECTIONS = """
-connections:
-  crm:
-    type: oauth2_client_credentials
-    token_url: ${CRM_TOKEN_URL}
-    client_id: ${CRM_CLIENT_ID}
-    client_secret: ${CRM_CLIENT_SECRET}
-    scopes: [contacts.write]
-  hub:
-    type: oauth2_refresh_token
-    token_url: ${CRM_TOKEN_URL}
-    client_id: ${CRM_CLIENT_ID}
-    client_secret: ${CRM_CLIENT_SECRET}
-    refresh_token: ${HUB_REFRESH_TOKEN}
-    auth_style: body
-"""
 
 FLOW = """
 id: sync

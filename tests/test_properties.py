@@ -20,13 +20,10 @@ import fnmatch
 import io
 import ipaddress
 import json
-import multiprocessing
 import re
-import resource
 import socket
 import string
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,7 +46,7 @@ from engine.service import Service
 from engine.steps import RunOptions
 from engine.store import RunStore
 from engine.templating import MAX_OUTPUT, RenderContext, Where, compile_expression, compile_value
-from tests.support import ROOT
+from tests.support import ROOT, in_fork
 
 PROPS = settings(max_examples=100, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
@@ -383,34 +380,6 @@ def test_random_text_fails_only_with_located_errors(text: str) -> None:
     load_or_explain(text, "flows/text.yaml")
 
 
-def _fork(fn: Any, *args: Any, seconds: float = 4.0, mem_mb: int = 384) -> tuple[str, str, float]:
-    """Run fn(*args) in a forked child limited to its current size + ``mem_mb`` of address space; returns
-    (outcome, message, elapsed): outcome is the exception class name, "ok", or "timeout"."""
-    mp = multiprocessing.get_context("fork")
-    recv, send = mp.Pipe(duplex=False)
-
-    def child() -> None:
-        vm = int(re.search(r"VmSize:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
-        resource.setrlimit(resource.RLIMIT_AS, (vm + mem_mb * 2**20, vm + mem_mb * 2**20))
-        started = time.perf_counter()
-        try:
-            fn(*args)
-            outcome, message = "ok", ""
-        except BaseException as exc:  # noqa: BLE001 - report whatever happened to the parent
-            outcome, message = type(exc).__name__, str(exc)[:300]
-        send.send((outcome, message, time.perf_counter() - started))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: fine for pure computation
-        proc = mp.Process(target=child, daemon=True)
-        proc.start()
-    try:
-        return recv.recv() if recv.poll(seconds) else ("timeout", f"still running after {seconds}s", seconds)
-    finally:
-        proc.kill()
-        proc.join(5)
-
-
 def _deep_yaml() -> None:
     load_or_explain("steps: " + "[" * 5000 + "]" * 5000, "flows/deep.yaml")
 
@@ -428,7 +397,7 @@ def _laughs() -> None:
 def test_loader_fails_fast_on_hostile_yaml(fn: Any, what: str) -> None:
     """Deep nesting raised RecursionError out of load_flow; aliases expanded without a budget (10^5 nodes ~6 s,
     10^9 never ending). Both must be a located FlowInvalid within a second."""
-    outcome, message, elapsed = _fork(fn, seconds=3.0)
+    outcome, message, elapsed = in_fork(fn, seconds=3.0)
     assert outcome == "ok" and elapsed < 1.0, f"{what}: {outcome} {message} after {elapsed:.1f}s"
 
 
@@ -609,7 +578,7 @@ def test_template_resource_bombs_fail_fast_with_a_template_error(source: str, ev
         for _ in range(5000):
             deep = {"a": deep}
         event = deep
-    outcome, message, elapsed = _fork(_render_bomb, source, event, seconds=4.0, mem_mb=128)
+    outcome, message, elapsed = in_fork(_render_bomb, source, event, seconds=4.0, mem_mb=128)
     assert outcome in expected and elapsed < 1.0, f"{source[:60]}: {outcome} {message[:120]} after {elapsed:.2f}s"
 
 

@@ -8,13 +8,8 @@ here as a MemoryError or a timeout instead of taking the machine down.
 
 from __future__ import annotations
 
-import multiprocessing
-import re
-import resource
 import threading
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +18,7 @@ from engine import Event, RunStatus, load_flow, run_flow
 from engine.errors import FlowInvalid, TemplateError
 from engine.jinjaenv import MAX_OUTPUT
 from engine.templating import RenderContext, Where, compile_value
+from tests.support import in_fork
 
 W = Where("flows/f.yaml", 7, "steps[0].transform.x")
 BIG = "x" * 100_000
@@ -44,28 +40,7 @@ def compile_and_render(source: str, deadline_s: float = 1.0) -> tuple[str, str]:
 
 def in_child(source: str, seconds: float = 15.0, mem_mb: int = 256) -> tuple[str, str, float]:
     """compile_and_render in a forked child with an address-space limit: (stage, message, seconds taken)."""
-    mp = multiprocessing.get_context("fork")
-    recv, send = mp.Pipe(duplex=False)
-
-    def child() -> None:
-        vm = int(re.search(r"VmSize:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
-        resource.setrlimit(resource.RLIMIT_AS, (vm + mem_mb * 2**20, vm + mem_mb * 2**20))
-        started = time.perf_counter()
-        try:
-            stage, message = compile_and_render(source)
-        except BaseException as exc:  # noqa: BLE001 - report whatever escaped to the parent
-            stage, message = type(exc).__name__, str(exc)[:300]
-        send.send((stage, message, time.perf_counter() - started))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: fine for pure computation
-        proc = mp.Process(target=child, daemon=True)
-        proc.start()
-    try:
-        return recv.recv() if recv.poll(seconds) else ("timeout", f"still running after {seconds}s", seconds)
-    finally:
-        proc.kill()
-        proc.join(5)
+    return in_fork(compile_and_render, source, seconds=seconds, mem_mb=mem_mb)
 
 
 DOUBLING = "{% set ns = namespace(v=START) %}{% for i in range(64) %}{% set ns.v = ns.v OP ns.v %}{% endfor %}{{ 1 }}"

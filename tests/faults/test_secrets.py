@@ -23,6 +23,7 @@ from engine.presets import VerifyConfig, sign
 from tests.faults.conftest import BACKENDS
 from tests.faults.infra import SECRET, Stack
 from tests.faults.oracles import dump_database, string_leaves, wait_all_terminal
+from tests.oauth_server import CONNECTIONS
 from tests.support import Target
 
 
@@ -247,22 +248,7 @@ def test_secrets_are_redacted_in_their_encoded_forms_too(make_stack: Any, target
 
 # --- connections (issue 14): tokens, refresh tokens, keys, credentials and signatures --------------------------
 
-CONNECTIONS_YAML = """
-connections:
-  crm:
-    type: oauth2_client_credentials
-    token_url: ${CRM_TOKEN_URL}
-    client_id: ${CRM_CLIENT_ID}
-    client_secret: ${CRM_CLIENT_SECRET}
-    scopes: [contacts.write]
-  hub:
-    type: oauth2_refresh_token
-    token_url: ${CRM_TOKEN_URL}
-    client_id: ${CRM_CLIENT_ID}
-    client_secret: ${CRM_CLIENT_SECRET}
-    refresh_token: ${HUB_REFRESH_TOKEN}
-    auth_style: body
-  ledger:
+CONNECTIONS_YAML = CONNECTIONS + """  ledger:
     type: api_key
     query: api_key
     key: ${LEDGER_API_KEY}
