@@ -673,6 +673,15 @@ def load_flow_file(path: str | Path) -> Flow:
     return load_flow(text, str(p))
 
 
+def id_line(flow: Flow) -> int:
+    """The line of the flow's ``id:`` key; 1 when its id comes from the file name."""
+    try:
+        _, doc = parse_yaml(flow.source, flow.path)
+    except FlowInvalid:
+        return 1
+    return doc.lines.get("id", 1)
+
+
 def missing_env_vars(flow: Flow, env: Mapping[str, str]) -> list[str]:
     """``${VAR}`` names the flow uses that have no value here and no default."""
     missing: list[str] = []

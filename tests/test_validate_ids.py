@@ -16,7 +16,7 @@ def test_validate_reports_id_clashes_between_files_with_the_line(tmp_path: Path)
     result = CliRunner().invoke(main, ["validate", str(tmp_path)])
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert f"{tmp_path / 'b.yaml'}:3: id: flow id 'orders' is also the id of {tmp_path / 'a.yaml'}; " \
+    assert f"{tmp_path / 'b.yaml'}:3: id: flow id 'orders' is also the id of {tmp_path / 'a.yaml'}:1; " \
            "each flow file needs its own id" in lines
     assert f"{tmp_path / 'c.yaml'}: ok (other, 1 steps)" in lines
     assert "1 problem(s) in 3 file(s)" in result.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from engine.catalog import flow_files
 from engine.config import Settings, environ
 from engine.connections.load import check_flow, connections_file
 from engine.errors import EngineError, FlowInvalid
-from engine.loader import load_flow_file, missing_env_vars
+from engine.loader import id_line, load_flow_file, missing_env_vars
 from engine.model import Event, Flow, Headers, RunStatus
 
 log = logging.getLogger("hookline")
@@ -139,8 +138,9 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
         if not found and not Path(p).exists():
             _fail(f"{p}: no such file or directory")
         files.extend(found)
+    files = list({f.resolve(): f for f in files}.values())  # a file named twice is one file
     problems = 0
-    seen: dict[str, Path] = {}
+    seen: dict[tuple[Path, str], str] = {}  # (directory, id) -> "file:line": a catalog serves one directory
     env = environ()
     connections = _validate_connections(paths or (settings.flows_dir,), env, strict)
     problems += sum(n for _, n in connections.values())
@@ -156,14 +156,15 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
         for err in unknown:
             click.echo(str(err))
         problems += len(unknown)
-        if unknown:
-            continue
-        if flow.id in seen:  # the catalog serves one of them; say which files clash, at the id's line
-            click.echo(f"{f}:{_id_line(flow.source)}: id: flow id {flow.id!r} is also the id of {seen[flow.id]}; "
+        claim = (f.parent.resolve(), flow.id)
+        if claim in seen:  # the catalog refuses the second file; name both, at their ids' lines
+            click.echo(f"{f}:{id_line(flow)}: id: flow id {flow.id!r} is also the id of {seen[claim]}; "
                        "each flow file needs its own id")
             problems += 1
             continue
-        seen[flow.id] = f
+        seen[claim] = f"{f}:{id_line(flow)}"
+        if unknown:
+            continue
         missing = missing_env_vars(flow, env)
         label = "" if strict else "warning: "
         for name in missing:
@@ -175,14 +176,6 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     if problems:
         click.echo(f"{problems} problem(s) in {len(files)} file(s)", err=True)
         sys.exit(1)
-
-
-def _id_line(source: str) -> int:
-    """The line of a flow file's top-level ``id:`` (1 when it is not written on a line of its own)."""
-    for n, line in enumerate(source.splitlines(), 1):
-        if re.match(r"id\s*:", line):
-            return n
-    return 1
 
 
 def _validate_connections(paths: tuple[str, ...], env: Any, strict: bool) -> dict[Path, tuple[Any, int]]:
