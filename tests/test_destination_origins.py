@@ -112,3 +112,19 @@ def test_a_failing_port_opens_its_circuit_and_another_port_of_the_host_is_still_
     assert len(alerting.requests("/call")) == 1
     states = {d.origin: d.state for d in svc.store.destinations()}
     assert states[failing.url] == "open" and states.get(alerting.url, "closed") == "closed"
+
+
+def test_an_origin_longer_than_its_column_is_still_protected_on_its_own(store: RunStore) -> None:
+    """A 253-character host (DNS's longest, from event data under allow_hosts) with its scheme and port is
+    wider than the key column; PostgreSQL refused it, so a failing call to it could not be recorded."""
+    labels = ["a" * 61, "b" * 61, "c" * 61, "d" * 59]
+    host = ".".join(labels) + ".example"
+    assert len(host) == 253
+    first, second = f"https://{host}:8443", f"https://{host}:8444"
+    opens = Limits(breaker_failures=1, breaker_cooldown=600.0, concurrency=1)
+    assert store.destination_admit(first, opens, "run-1", 30.0).allowed
+    assert store.destination_settle(first, opens, "run-1", failed=True).state == "open"
+    refused = store.destination_admit(first, opens, "run-2", 30.0)
+    assert not refused.allowed and refused.reason.startswith(f"circuit open for {first} after 1")
+    assert store.destination(first) is not None and store.destination(first).origin == first
+    assert store.destination(second) is None and store.destination_admit(second, opens, "run-3", 30.0).allowed
