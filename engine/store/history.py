@@ -293,11 +293,15 @@ class HistoryStore(StoreBase):
                 out["dedupe"] = count(select(RunRow.id).where(
                     RunRow.flow_id == flow_id, RunRow.dedupe_key.is_(None), RunRow.id >= start,
                     RunRow.created_at >= since).order_by(RunRow.id))
+            # the run's flow as a correlated lookup, not a join: a join lets PostgreSQL's planner read all
+            # of runs (merge or hash join); this is one primary-key probe per marker, at most ``cap``
+            # plus the markers other flows' fields of that name left in the window
+            flow_of = select(RunRow.flow_id).where(RunRow.id == RunIndexRow.run_id).scalar_subquery()
             for name in index:
                 out["index"][name] = count(
-                    select(RunIndexRow.run_id.label("id")).join(RunRow, RunRow.id == RunIndexRow.run_id)
+                    select(RunIndexRow.run_id.label("id"))
                     .where(RunIndexRow.name == name, RunIndexRow.value == "", RunIndexRow.run_id >= start,
-                           RunRow.flow_id == flow_id).order_by(RunIndexRow.run_id))
+                           flow_of == flow_id).order_by(RunIndexRow.run_id))
         return out
 
     def runs_by_ids(self, ids: Sequence[int]) -> list[RunRecord]:
