@@ -160,8 +160,9 @@ def advance(svc: Service, job_id: int, size: int | None = None) -> BulkJob:
     if job.finished:
         return job
     try:
-        new_ids = svc.store.advance_job(job, size or svc.bulk_chunk,
-                                        keep=keeper(svc) if job.kind == "retry" else None)
+        retry = job.kind == "retry"
+        new_ids = svc.store.advance_job(job, size or svc.bulk_chunk, keep=keeper(svc) if retry else None,
+                                        followed=FOLLOWED if retry else None)
     except StoreError:
         raise  # the database, not the job: it stays unfinished and can be carried on (its page offers it)
     except EngineError as exc:

@@ -18,6 +18,7 @@ from pytest_httpserver import HTTPServer
 from engine import bulk
 from tests.support import wait_for
 from tests.ui_helpers import ORDERS_FLOW, REJECTED_AMOUNT, Hookline, make_hookline, serve_target, visible_text
+from web import bulk_view
 
 TOKEN = "bulk-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -192,6 +193,22 @@ def test_bulk_retry_skips_runs_whose_kept_call_changed(h: Hookline) -> None:
     original = api(h, "POST", "/api/runs/retry", {"flow": "orders", "version": "original", "q": str(early)})
     assert original["retried"] == [early] and original["skipped"] == []
     assert api(h, "POST", "/api/runs/retry", {}, 400)["error"].startswith("bulk retry needs a filter")
+
+
+def test_the_same_bulk_retry_confirmed_twice_retries_each_run_once(h: Hookline, httpserver: HTTPServer) -> None:
+    """A double click on the confirm button (or two operators): the second submit finds the runs retried."""
+    for n in range(1, 4):
+        h.send(order(n, amount=REJECTED_AMOUNT))
+    csrf = log_in(h)
+    fields = {i["name"]: i.get("value") for i in h.html("/runs/retry?flow=orders").select("form.confirm input[type=hidden]")}
+    plans = [bulk.plan_retry(h.svc, [1, 2, 3], original_version=True) for _ in range(2)]  # both planned first
+    jobs = [bulk.start(h.svc, plan, {"flow": "orders"}) for plan in plans]
+    first, second = (bulk.run(h.svc, job_id) for job_id in jobs)
+    assert len(first.run_ids) == 3 and second.run_ids == [] and second.skipped == {bulk.FOLLOWED: 3}
+    assert "Retried 0 run(s)" in bulk_view.summary(second) and "3 of the filter's runs were skipped" in \
+        bulk_view.summary(second)
+    assert h.client.post("/runs/retry", data=fields | {"csrf_token": csrf}).status_code == 302
+    assert sorted(r.parent_run_id or 0 for r in h.svc.store.runs_by_ids(range(4, 20))) == [1, 2, 3]
 
 
 # --- progress -------------------------------------------------------------------------------------

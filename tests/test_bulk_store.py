@@ -91,3 +91,50 @@ def test_old_jobs_go_when_a_new_one_is_created(store: RunStore) -> None:
     recent = store.create_job("replay", "original", [], now=time.time() - 86400)
     store.create_job("replay", "original", [])
     assert store.get_job(old) is None and store.get_job(recent) is not None
+
+
+def test_a_bulk_retry_submitted_twice_retries_each_run_once(store: RunStore) -> None:
+    """Two jobs planned on the same failed runs (a double submit, two operators): the runs the first one
+    retried are skipped by the second, counted as followed up, whichever carries on first."""
+    parents = [failed_run(store, f"k{i}") for i in range(6)]
+    first = store.create_job("retry", "original", [(p, "v1") for p in parents])
+    second = store.create_job("retry", "original", [(p, "v1") for p in parents], skipped={"followed": 1})
+    job = store.get_job(first)
+    assert job is not None
+    assert store.advance_job(job, 4, followed="followed")  # the first job retries parents[:4]
+    job = store.get_job(second)
+    assert job is not None
+    made = store.advance_job(job, 5, followed="followed")
+    assert made is not None and len(made) == 1  # parents[4]; parents[:4] were retried already
+    job = store.get_job(second)
+    assert job is not None and (job.done, job.skipped, job.run_ids) == (5, {"followed": 5}, made)
+    assert store.advance_job(job, 5, followed="followed") is not None
+    job = store.get_job(first)
+    assert job is not None and store.advance_job(job, 5, followed="followed") == []
+    children = [r.parent_run_id for r in store.runs_by_ids(range(max(parents) + 1, max(parents) + 20))]
+    assert sorted(children) == parents, "one retry per failed run"
+    for job_id in (first, second):
+        done = store.get_job(job_id)
+        assert done is not None and done.finished
+
+
+def test_two_bulk_retries_of_the_same_runs_at_once_retry_each_once(store: RunStore) -> None:
+    parents = [failed_run(store, f"k{i}") for i in range(30)]
+    jobs = [store.create_job("retry", "original", [(p, "v1") for p in parents]) for _ in range(3)]
+
+    def carry_on(job_id: int) -> None:
+        while True:
+            job = store.get_job(job_id)
+            assert job is not None
+            if job.finished:
+                return
+            store.advance_job(job, 4, followed="followed")
+
+    workers = [threading.Thread(target=carry_on, args=(j,)) for j in jobs]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    created = [i for j in jobs for i in (store.get_job(j).run_ids if store.get_job(j) else [])]
+    assert sorted(r.parent_run_id or 0 for r in store.runs_by_ids(created)) == parents
+    assert sum(store.get_job(j).skipped.get("followed", 0) for j in jobs) == 60  # type: ignore[union-attr]

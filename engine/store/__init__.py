@@ -206,10 +206,11 @@ class Replay(Protocol):
     def get_job(self, job_id: int) -> BulkJob | None:
         ...
 
-    def advance_job(self, job: BulkJob, size: int, *, keep: Keep | None = None,
+    def advance_job(self, job: BulkJob, size: int, *, keep: Keep | None = None, followed: str | None = None,
                     now: float | None = None) -> list[int] | None:
         """The job's next ``size`` linked runs and its progress in one transaction; None when another
-        process moved the job since ``job`` was read (nothing created: re-read and go on)."""
+        process moved the job since ``job`` was read (nothing created: re-read and go on). With
+        ``followed``, parents followed up meanwhile are skipped (counted under that reason), not linked."""
         ...
 
     def fail_job(self, job_id: int, error: str, now: float | None = None) -> None:

@@ -164,11 +164,14 @@ class ReplayStore(StoreBase):
             row = s.get(BulkJobRow, job_id)
             return _job(row) if row else None
 
-    def advance_job(self, job: BulkJob, size: int, *, keep: Keep | None = None,
+    def advance_job(self, job: BulkJob, size: int, *, keep: Keep | None = None, followed: str | None = None,
                     now: float | None = None) -> list[int] | None:
         """Create the next ``size`` linked runs of ``job`` (as read) and move its ``done``, in one transaction.
 
         None when another process moved it first (nothing was created here); re-read the job and go on.
+        ``followed`` (a bulk retry): parents replayed or retried since the job was planned (the same
+        confirm submitted twice, two operators) are left out and counted as skipped for that reason, so
+        no run is retried twice by bulk retries; the parents are locked while this is decided.
         """
         now = time.time() if now is None else now
         chunk = job.parents[job.done : job.done + size]
@@ -177,8 +180,18 @@ class ReplayStore(StoreBase):
                               .values(done=job.done + len(chunk), updated_at=now))
             if getattr(moved, "rowcount", 0) != 1:
                 return None
-            new_ids = self._link(s, chunk, job.kind, job.kind == "retry", keep, now)
-            s.execute(update(BulkJobRow).where(BulkJobRow.id == job.id).values(run_ids=job.run_ids + new_ids))
+            late: set[int] = set()
+            if followed is not None and chunk:
+                ids = [p for p, _ in chunk]
+                s.execute(select(RunRow.id).where(RunRow.id.in_(ids)).order_by(RunRow.id).with_for_update())
+                late = {p for p in s.execute(select(RunRow.parent_run_id).where(RunRow.parent_run_id.in_(ids)))
+                        .scalars() if p is not None}
+            new_ids = self._link(s, [pair for pair in chunk if pair[0] not in late], job.kind, job.kind == "retry",
+                                 keep, now)
+            values: dict[str, Any] = {"run_ids": job.run_ids + new_ids}
+            if late and followed is not None:
+                values["skipped"] = {**job.skipped, followed: job.skipped.get(followed, 0) + len(late)}
+            s.execute(update(BulkJobRow).where(BulkJobRow.id == job.id).values(**values))
         return new_ids
 
     def stalled_jobs(self, before: float, limit: int = 10) -> list[int]:
