@@ -280,7 +280,7 @@ class HistoryStore(StoreBase):
         out: dict[str, Any] = {"dedupe": None, "index": {}}
         with self._tx(write=False) as s:
             start = s.execute(select(RunRow.id).where(RunRow.flow_id == flow_id, RunRow.created_at >= since)
-                              .order_by(RunRow.created_at).limit(1)).scalar()
+                              .order_by(RunRow.flow_id, RunRow.created_at).limit(1)).scalar()  # ix_runs_flow_created
             if start is None:
                 return out | {"dedupe": (0, None) if dedupe else None, "index": {n: (0, None) for n in index}}
 
