@@ -128,3 +128,13 @@ def test_bad_index_entries_are_named_at_their_line(doc: str, message: str) -> No
     with pytest.raises(FlowInvalid) as exc:
         load_flow(f"id: a\ntrigger:\n  index:\n    email: {doc}\nsteps:\n  - id: t\n    transform: {{x: 1}}\n", "a.yaml")
     assert any(message in str(e) and e.line == 4 for e in exc.value.errors), [str(e) for e in exc.value.errors]
+
+
+def test_header_fields_fold_too_and_dedupe_keys_never_do() -> None:
+    flow = load_flow("id: a\ntrigger:\n  dedupe: header:X-Id\n  index:\n    user: {path: 'header:X-User', lower: true}\n"
+                     "steps:\n  - id: t\n    transform: {x: 1}\n", "a.yaml")
+    assert flow.trigger.index["user"].extract({}, {"x-user": " Straße "}) == "strasse"
+    assert flow.trigger.index["user"].extract({}, {"x-user": "   "}) == ""  # the marker of an empty field
+    assert flow.trigger.index["user"].extract({}, {}) == ""
+    assert flow.trigger.dedupe is not None and flow.trigger.dedupe.extract({}, {"x-id": "AbC"}) == "AbC"
+    assert flow.trigger.dedupe.extract({}, {}) is None  # events without a key are never duplicates

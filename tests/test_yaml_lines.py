@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.errors import FlowInvalid
@@ -31,3 +33,15 @@ def test_the_reported_line_is_the_one_to_fix(name: str) -> None:
     [err] = exc.value.errors
     assert err.line == line and str(err).startswith(f"f.yaml:{line}: YAML syntax error: "), str(err)
     assert line <= len(text.splitlines())
+
+
+def test_validate_prints_the_exact_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.app.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('id: bad\nname: "oops\nsteps:\n  - id: x\n    transform: {a: 1}\n')
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"{bad}:2: YAML syntax error: "), result.output
