@@ -103,3 +103,35 @@ def test_make_app_takes_the_queue_from_the_settings_it_is_given(tmp_path: Path, 
                                  body=b"{}", content_type="application/json", parsed={})
     assert runtime.huey.pending_count() == 1
     runtime.huey.flush()
+
+
+def test_a_message_queued_before_engine_app_is_still_executed(tmp_path: Path) -> None:
+    """Processes before the move to engine/app queued ``engine.tasks.execute_run``: a worker upgraded
+    while such messages wait (or beside a web process not yet upgraded) executes them."""
+    from huey import Huey
+    from huey.storage import SqliteStorage
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "hello.yaml").write_text("steps:\n  - id: t\n    transform: {a: 1}\n")
+    db = f"sqlite:///{tmp_path}/h.db"
+    RunStore(db).create_all()
+    runtime = build_runtime(Settings(database_url=db, flows_dir=str(flows), huey_path=str(tmp_path / "q.db")))
+    run_id = runtime.service.accept_event(runtime.catalog.flows()[0], method="POST", query_string="", headers=[],
+                                          body=b"{}", content_type="application/json", parsed={}).run_id
+    runtime.huey.flush()  # its message as this version queued it; below, as an old process did
+
+    old = Huey("hookline", storage_class=SqliteStorage, filename=str(tmp_path / "q.db"), results=False)
+
+    def execute_run(run_id: int) -> None:
+        raise AssertionError("the old process's code")
+
+    execute_run.__module__ = "engine.tasks"
+    old.task(retries=0)(execute_run)(run_id)  # what an old web process enqueued
+    task = runtime.huey.dequeue()
+    assert task is not None and task.name == "execute_run"
+    runtime.huey.execute(task)
+    assert runtime.store.get_run_record(run_id).status.value == "succeeded"  # type: ignore[union-attr]
+    runtime.service.accept_event(runtime.catalog.flows()[0], method="POST", query_string="", headers=[],
+                                 body=b"{}", content_type="application/json", parsed={})
+    assert old.dequeue() is not None, "what this version enqueues, a worker not yet upgraded executes"

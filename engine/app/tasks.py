@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from huey import Huey, crontab
@@ -106,11 +107,14 @@ queue_outage = OutageLog("queue", QUEUE_UP)
 def bind(huey: Huey, service: Service) -> Huey:
     """Register the tasks on ``huey`` (from make_huey) and make it and ``service`` this process's; build_runtime calls it.
 
-    Task names stay ``engine.app.tasks.execute_run``, ``reap`` and ``prune``, so queued messages survive upgrades.
+    Task names stay ``engine.tasks.execute_run``, ``reap`` and ``prune`` (huey names a task by its
+    function's module) as before this module moved to engine/app, so messages queued by an older
+    process, or for one during a rolling upgrade, are understood on both sides.
     """
     global _huey, _execute_run, _service
 
     @huey.task(retries=0)  # type: ignore[untyped-decorator]
+    @_named
     def execute_run(run_id: int) -> None:
         try:
             service.execute_run(run_id)
@@ -122,16 +126,27 @@ def bind(huey: Huey, service: Service) -> Huey:
                 queue_outage.failed(qexc, "retrying quietly")
 
     @huey.periodic_task(crontab(minute="*"))  # type: ignore[untyped-decorator]
+    @_named
     def reap() -> None:
         _guarded(service.reap)
 
     @huey.periodic_task(crontab(minute="17"))  # type: ignore[untyped-decorator]
+    @_named
     def prune() -> None:
         _guarded(service.prune)
 
     with _lock:
         _huey, _execute_run, _service = huey, execute_run, service
     return huey
+
+
+TASK_MODULE = "engine.tasks"
+"""The module part of every task's name: where the tasks were defined before engine/app (see ``bind``)."""
+
+
+def _named(func: Callable[..., None]) -> Callable[..., None]:
+    func.__module__ = TASK_MODULE
+    return func
 
 
 def _guarded(job: Any) -> None:
