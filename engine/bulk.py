@@ -120,11 +120,13 @@ def compatibility(svc: Service, old: str, new: str) -> Compatibility | None:
     """What a retry from ``old`` onto ``new`` keeps; None for the same version (everything kept)."""
     if old == new:
         return None
-    if (old, new) not in _COMPAT:
+    found = _COMPAT.get((old, new))
+    if found is None:  # shared by request and job threads: never read back what another may clear
+        found = Compatibility(_flow(svc, old), _flow(svc, new))
         if len(_COMPAT) >= 64:
             _COMPAT.clear()
-        _COMPAT[(old, new)] = Compatibility(_flow(svc, old), _flow(svc, new))
-    return _COMPAT[(old, new)]
+        _COMPAT[(old, new)] = found
+    return found
 
 
 def _flow(svc: Service, version: str) -> Flow:
