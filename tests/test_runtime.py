@@ -135,3 +135,19 @@ def test_a_message_queued_before_engine_app_is_still_executed(tmp_path: Path) ->
     runtime.service.accept_event(runtime.catalog.flows()[0], method="POST", query_string="", headers=[],
                                  body=b"{}", content_type="application/json", parsed={})
     assert old.dequeue() is not None, "what this version enqueues, a worker not yet upgraded executes"
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("HOOKLINE_ALERT_FORMAT", "teams", "error: HOOKLINE_ALERT_FORMAT: expected json or slack, got 'teams'"),
+    ("HOOKLINE_DESTINATIONS", '{"crm.example.com": {"concurency": 2}}',
+     "error: HOOKLINE_DESTINATIONS: crm.example.com.concurency: unknown key 'concurency'; "
+     "expected one of: rate, burst, concurrency, breaker_failures, breaker_cooldown"),
+])
+def test_hookline_web_refuses_a_bad_service_setting_in_one_line(tmp_path: Path, name: str, value: str,
+                                                                message: str) -> None:
+    """Not a gunicorn worker's traceback: the settings only the service reads are checked before gunicorn starts."""
+    env = {**os.environ, "HOOKLINE_DATABASE_URL": f"sqlite:///{tmp_path}/h.db", "HOOKLINE_FLOWS_DIR": str(tmp_path),
+           "HOOKLINE_ALERT_URL": "https://alerts.example.com/", name: value}
+    out = subprocess.run([sys.executable, "-m", "engine.app.cli", "web", "--port", "0", "--workers", "1"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stderr.strip()) == (1, message)

@@ -68,6 +68,20 @@ def _runtime(build: Any, settings: Settings) -> Any:
         raise  # not reached: _fail exits
 
 
+def _check_service_settings(settings: Settings) -> None:
+    """The settings only the Service reads (HOOKLINE_DESTINATIONS, HOOKLINE_ALERT_*), for a process that
+    builds its Service elsewhere (gunicorn's workers): a bad one is one line and exit 1."""
+    from engine.alerts import check_settings
+    from engine.destinations import parse_destinations
+    from engine.errors import SettingsError
+
+    try:
+        parse_destinations(settings.destinations)
+        check_settings(settings)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -487,6 +501,7 @@ def web(host: str, port: int, workers: int, threads: int) -> None:
     """The web app (ingress + UI) under gunicorn; run `hookline worker` next to it."""
     env = {**os.environ, **_listening_env(host, port)}  # handed to gunicorn, whose workers read their settings
     settings = _settings(env=env)
+    _check_service_settings(settings)  # here, in one line, rather than as each gunicorn worker's traceback
     if host not in LOOPBACK and not settings.admin_password and not settings.api_token:
         click.echo("warning: listening beyond localhost without HOOKLINE_ADMIN_PASSWORD", err=True)
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
