@@ -15,13 +15,13 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.loader import parse_yaml
 from engine.model import Flow, Step, step_id_of
-from engine.steps import REGISTRY
+from engine.steps import REGISTRY, Field
 
 _ITEM = re.compile(r"\[[^\]]*\]")  # foreach item keys in a path (their brackets are escaped, engine.steps.foreach)
 _NOT_DEFINITION = ("description", "name")
@@ -46,12 +46,37 @@ def _shapes(steps: Sequence[Step], prefix: str, ancestors: tuple[str, ...],
             _shapes(block.steps, inner, (*ancestors, step.id), out)
 
 
-def _strip(value: Any) -> Any:
-    """A value with nested steps left out (they are compared on their own)."""
+def _child_lists(item: dict[str, Any], kind: str) -> list[list[Any]]:
+    """The child step lists of a step mapping of type ``kind``, found through its spec (its options and the
+    fields of kind ``steps``, nested ``fields``/``list`` ones included): only these hold steps. A list of
+    ``{id: ...}`` mappings elsewhere (an http body's lines) is data and part of the definition."""
+    found: list[list[Any]] = []
+
+    def look(mapping: Any, fields: Sequence[Field]) -> None:
+        if not isinstance(mapping, dict):
+            return
+        for f in fields:
+            value = mapping.get(f.name)
+            if f.kind == "steps" and isinstance(value, list):
+                found.append(value)
+            elif f.kind == "fields":
+                look(value, f.fields)
+            elif f.kind == "list" and isinstance(value, list):
+                for entry in value:
+                    look(entry, f.fields)
+
+    spec = REGISTRY[kind]
+    look(item, spec.options)
+    look(item.get(kind), spec.fields)
+    return found
+
+
+def _without(value: Any, lists: Collection[int]) -> Any:
+    """A copy of ``value`` with the child step lists (by identity) left empty: they are compared on their own."""
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items()}
+        return {k: _without(v, lists) for k, v in value.items()}
     if isinstance(value, list):
-        return [_strip(v) for v in value if not (isinstance(v, dict) and isinstance(v.get("id"), str))]
+        return [] if id(value) in lists else [_without(v, lists) for v in value]
     return value
 
 
@@ -64,22 +89,22 @@ def definitions(source: str) -> dict[str, str]:
     defaults: dict[str, Any] = found if isinstance(found, dict) else {}
     out: dict[str, str] = {}
 
-    def visit(value: Any, listed: bool) -> None:
-        if isinstance(value, dict):
-            if listed and isinstance(value.get("id"), str):
-                item = {k: v for k, v in value.items() if k not in _NOT_DEFINITION}
-                for key, conf in item.items():
-                    if key in REGISTRY and isinstance(conf, dict) and isinstance(defaults.get(key), dict):
-                        item[key] = {**defaults[key], **conf}
-                out[value["id"]] = json.dumps(_strip(item), sort_keys=True, default=str)
-            for v in value.values():
-                visit(v, False)
-        elif isinstance(value, list):
-            for v in value:
-                visit(v, True)
+    def visit(steps: Any) -> None:
+        for item in steps if isinstance(steps, list) else ():
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                continue
+            kind = next((k for k in item if k in REGISTRY), None)
+            children = _child_lists(item, kind) if kind is not None else []
+            step = {k: v for k, v in item.items() if k not in _NOT_DEFINITION}
+            for key, conf in step.items():
+                if key in REGISTRY and isinstance(conf, dict) and isinstance(defaults.get(key), dict):
+                    step[key] = {**defaults[key], **conf}
+            out[item["id"]] = json.dumps(_without(step, {id(c) for c in children}), sort_keys=True, default=str)
+            for child in children:
+                visit(child)
 
-    visit(raw.get("steps"), False)
-    visit(raw.get("on_failure"), False)
+    visit(raw.get("steps"))
+    visit(raw.get("on_failure"))
     return out
 
 

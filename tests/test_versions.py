@@ -91,3 +91,53 @@ def test_diff_rows_mark_changes_and_fold_unchanged_runs() -> None:
     same = version_change("v1", "v1", {"v1": old})
     assert same == {"original": "v1", "current": "v1", "changed": False, "diff": []}
     assert version_change("v1", None, {})["changed"] is False  # the flow is not loaded: nothing to compare
+
+
+CALL_WITH_ITEMS = """\
+id: shop
+steps:
+  - id: notify
+    http:
+      url: https://crm.test/notify
+      json:
+        lines: [{id: "sku-1", qty: 1}]
+        steps: [{id: "after", http: {url: "x"}}]
+  - id: after
+    transform: {a: 1}
+"""
+
+
+def test_a_call_whose_body_lists_items_with_ids_is_compared_whole() -> None:
+    """A body's ``[{id: ...}]`` items are data, not steps: changing one changes the call, and an item
+    named like a step (even under a ``steps`` key) does not stand in for that step's definition."""
+    old = load_flow(CALL_WITH_ITEMS, "shop.yaml")
+    c = Compatibility(old, load_flow(CALL_WITH_ITEMS.replace("qty: 1", "qty: 2"), "shop.yaml"))
+    assert not c.keeps("notify")
+    assert c.conflict("notify") == "step notify already succeeded and changed in the current version"
+    assert c.keeps("after")
+    c = Compatibility(old, load_flow(CALL_WITH_ITEMS.replace("{a: 1}", "{a: 2}"), "shop.yaml"))
+    assert not c.keeps("after") and c.keeps("notify")
+    c = Compatibility(old, load_flow(CALL_WITH_ITEMS.replace('url: "x"', 'url: "y"'), "shop.yaml"))
+    assert not c.keeps("notify") and c.keeps("after")
+
+
+def test_a_switch_default_block_is_compared_step_by_step() -> None:
+    flow = """\
+id: shop
+steps:
+  - id: route
+    switch:
+      cases:
+        - when: event.paid
+          steps:
+            - id: invoice
+              http: {url: "https://ledger.test/invoices"}
+      default:
+        - id: remind
+          http: {url: "https://crm.test/remind"}
+"""
+    c = Compatibility(load_flow(flow, "s.yaml"), load_flow(flow.replace("crm.test/remind", "crm.test/v2"), "s.yaml"))
+    assert c.keeps("route.0.invoice") and c.keeps("route")
+    assert not c.keeps("route.default.remind")
+    assert c.conflict("route.default.remind") == ("step route.default.remind already succeeded and changed in the "
+                                                  "current version")
