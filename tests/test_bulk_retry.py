@@ -311,3 +311,20 @@ def test_a_skipped_call_whose_condition_changed_is_decided_again(tmp_path: Path,
     assert [(s["step_id"], s["status"], s["kept_from_parent"]) for s in run["steps"]] == [
         ("welcome", "succeeded", False), ("invoice", "succeeded", False)]
     assert calls(httpserver, "/contacts") == contacts + 1
+
+
+def test_a_database_outage_pauses_a_background_job_in_one_log_line(h: Hookline, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from engine.errors import StoreUnavailable
+    from web import ui
+
+    def down(_svc: Any, _job_id: int) -> Any:
+        raise StoreUnavailable("database unavailable: connection refused")
+
+    monkeypatch.setattr(bulk, "run", down)
+    with caplog.at_level("WARNING", logger="hookline.web"):
+        ui._carry_on(h.svc, 7)
+        wait_for(lambda: caplog.records, what="the background job's log line")
+    (record,) = caplog.records
+    assert record.exc_info is None and "\n" not in record.getMessage()
+    assert record.getMessage().startswith("bulk job 7 paused: database unavailable")

@@ -18,7 +18,7 @@ from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
 from engine import bulk
-from engine.errors import RunNotFound
+from engine.errors import RunNotFound, StoreError
 from engine.flowtest import export_fixture, placeholder_env
 from engine.model import TERMINAL
 from engine.service import Service
@@ -180,6 +180,8 @@ def _carry_on(svc: Service, job_id: int) -> None:
     def work() -> None:
         try:
             bulk.run(svc, job_id)
+        except StoreError as exc:  # the database, not a bug: one line; the job stays unfinished and is carried on
+            log.warning("bulk job %s paused: %s; a worker's reaper or its page carries it on", job_id, exc)
         except Exception:  # noqa: BLE001 - the job stays unfinished; its page offers to carry it on
             log.exception("bulk job %s stopped", job_id)
 
