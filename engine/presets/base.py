@@ -4,6 +4,7 @@ A :class:`Preset` declares its fields (help, defaults, which hold secrets), ``ve
 secrets travel in a request (so ingress redacts them), the one-line ``hint`` shown when verification fails,
 how its form bodies become the event, and an example. :func:`register` refuses a preset that has secret
 fields but does not say where they travel, so redaction cannot be forgotten.
+A provider that sends one HMAC in one header is a :class:`HeaderMac` and one :func:`mac_preset` call.
 
 Everything here is pure: the request, the environment and the time are passed in. Comparisons are
 constant-time on raw bytes, and no message ever contains a secret or an expected signature.
