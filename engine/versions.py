@@ -7,7 +7,8 @@ path (same containers, same case) with the same definition (its YAML mapping wit
 ``defaults:`` merged in; ``description`` and ``name`` aside, child steps compared on their own). A pure
 step that changed is simply computed again. A call (a step with side effects) that changed or moved
 cannot be kept, and running it again would send it twice: ``conflict`` names it so the retry is refused
-(docs/operations.md, "Replay and retry"). A call the newer version no longer has is dropped.
+(docs/operations.md, "Replay and retry"). A call the newer version no longer has is dropped, unless
+the newer version has the same definition under another id: a renamed call conflicts too.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def _without(value: Any, lists: Collection[int]) -> Any:
     return value
 
 
+def _without_id(definition: str | None) -> Any:
+    if definition is None:
+        return None
+    value = json.loads(definition)
+    value.pop("id", None)
+    return value
+
+
 def definitions(source: str) -> dict[str, str]:
     """Step id -> its definition as canonical JSON, from a flow version's YAML source."""
     raw, _ = parse_yaml(source, "<flow version>")
@@ -128,6 +137,13 @@ class Compatibility:
     def _same(self, step_id: str) -> bool:
         return step_id in self._new_defs and self._old_defs.get(step_id) == self._new_defs[step_id]
 
+    def _renamed(self, sid: str) -> str | None:
+        """A step new to ``new`` whose definition, its id aside, is that of ``sid``: the same call renamed,
+        which running again would send twice."""
+        body = _without_id(self._old_defs.get(sid))
+        return next((i for i, d in self._new_defs.items() if i not in self._old_defs and _without_id(d) == body),
+                    None) if body is not None else None
+
     def keeps(self, path: str) -> bool:
         """The step at ``path`` is in ``new`` at the same place with the same definition, and so are its containers."""
         sid = step_id_of(path)
@@ -140,9 +156,12 @@ class Compatibility:
         ``new`` because it changed or moved there; None when it does not."""
         sid = step_id_of(path)
         step = self.old.by_id.get(sid)
-        if step is None or not REGISTRY[step.type].side_effects or self.keeps(path) or sid not in self._new:
+        if step is None or not REGISTRY[step.type].side_effects or self.keeps(path):
             return None
         ran = "already succeeded" if status == "succeeded" else "already ran (its failure was continued)"
+        if sid not in self._new:
+            renamed = self._renamed(sid)
+            return f"step {path} {ran} and is {renamed} in the current version (renamed)" if renamed else None
         if self._new[sid][0] != shape(path) or self._old[sid][1] != self._new[sid][1]:
             return f"step {path} {ran} and moved in the current version ({self._new[sid][0]})"
         changed = next(i for i in (*self._new[sid][1], sid) if not self._same(i))

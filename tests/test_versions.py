@@ -141,3 +141,11 @@ steps:
     assert not c.keeps("route.default.remind")
     assert c.conflict("route.default.remind") == ("step route.default.remind already succeeded and changed in the "
                                                   "current version")
+
+
+def test_a_renamed_call_conflicts_instead_of_being_sent_again() -> None:
+    c = compat(BASE.replace("- id: notify", "- id: tell_crm"))
+    assert c.conflict("notify") == "step notify already succeeded and is tell_crm in the current version (renamed)"
+    c = compat(BASE.replace("- id: notify\n    description: tell the CRM\n    http: {url: \"https://crm.test/notify\"}",
+                            "- id: tell_crm\n    http: {url: \"https://crm.test/v2\"}"))
+    assert c.conflict("notify") is None  # a different call: the old one was removed, the new one runs
