@@ -137,7 +137,8 @@ def bulk_retry() -> Any:
     svc = service()
     plan = bulk.plan_retry(svc, bulk_ids(flt, "bulk retry"), original_version=original)
     job = bulk.run(svc, bulk.start(svc, plan, dict(flt.raw)))
-    return jsonify({"ok": True, "count": len(job.run_ids), "retried": [p for p, _ in plan.pairs],
+    parents = {r.id: r.parent_run_id for r in svc.store.runs_by_ids(job.run_ids)}  # skipped at creation: absent
+    return jsonify({"ok": True, "count": len(job.run_ids), "retried": [parents.get(i) for i in job.run_ids],
                     "run_ids": job.run_ids, "version": plan.version,
                     "skipped": [{"reason": r, "count": len(i), "first_ids": i[:10]} for r, i in plan.skipped.items() if i],
                     "filter": flt.as_dict(), "job": bulk_view.job_view(job)}), 201
