@@ -291,7 +291,11 @@ def spec() -> dict[str, Any]:
                                                               "errors": {"type": "array", "items": {}}})},
                     "runs": {"type": "array", "items": _ref("Run")},
                     "diagram": {"description": "The flow's steps drawn as a diagram (what the flow page shows)"},
-                }, optional=("diagram",)),
+                    "empty_keys": {"type": "array", "description": "Per declared dedupe key and index field, the "
+                                   "runs of the last 24 h where it resolved to nothing (a mistyped path) and the first",
+                                   "items": obj({"key": STR, "label": STR, "expr": STR, "count": INT, "capped": BOOL,
+                                                 "first_run_id": _n("integer"), "first_run_url": _n("string")})},
+                }, optional=("diagram", "empty_keys")),
             },
         },
     }
