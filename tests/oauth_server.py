@@ -86,7 +86,9 @@ class AuthServer:
             self.valid.clear()
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket (shutdown alone leaves it open: a ResourceWarning)."""
         self.server.shutdown()
+        self.server.server_close()
 
     # --- the grant -------------------------------------------------------------------------------
 

@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
+
+if TYPE_CHECKING:
+    from engine.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,10 +153,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 
 def hookline(*args: str, env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `hookline <args>` as a real process with its own environment."""
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "engine.app.cli", *args], cwd=ROOT, env={**os.environ, **env},
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    """Start `hookline <args>` as a real process with its own environment; its output goes to ``log``."""
+    command = [sys.executable, "-m", "engine.app.cli", *args]
+    if log is None:
+        return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as out:  # the child has its own copy of the descriptor: ours is closed at once
+        return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = 15) -> None:
@@ -171,24 +178,39 @@ def stop(proc: subprocess.Popen[bytes], sig: int = 15) -> None:
 
 @dataclass
 class Stack:
+    """`hookline web` (gunicorn) and `hookline worker` processes on one database and queue; ``close`` stops them."""
+
     tmp: Path
     env: dict[str, str]
-    db_url: str
-    port: int
-    procs: dict[str, Any] = field(default_factory=dict)
+    db_url: str  # what the test reads through
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _store: RunStore | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, name: str, *args: str) -> Any:
+    @property
+    def store(self) -> RunStore:
+        """A RunStore on the stack's database, disposed with the stack (an undisposed one leaks its connections)."""
+        if self._store is None:
+            from engine.store import RunStore
+
+            self._store = RunStore(self.db_url)
+        return self._store
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         proc = hookline(*args, env=self.env, log=self.tmp / f"{name}.log")
         self.procs[name] = proc
         return proc
 
-    def start_web(self, workers: int = 2) -> None:
-        self.start("web", "web", "--port", str(self.port), "--workers", str(workers))
-        wait_for(self._healthy, timeout=30, what="web /healthz")
+    def start_web(self, workers: int = 2, threads: int = 4) -> None:
+        self.start("web", "web", "--port", str(self.port), "--workers", str(workers), "--threads", str(threads))
+        wait_for(self._healthy, timeout=30, what=f"web /healthz\n{self.logs()}")
+
+    def start_worker(self, name: str, threads: int = 2) -> subprocess.Popen[bytes]:
+        return self.start(name, "worker", "--workers", str(threads))
 
     def _healthy(self) -> bool:
         try:
@@ -207,8 +229,17 @@ class Stack:
             headers.update(sign(cfg, raw, env={}, now=time.time()))
         return httpx.post(f"{self.url}/hooks/{flow}", content=raw, headers=headers, timeout=10, **kw)
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
+    def logs(self, tail: int = 4000) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(self.tmp.glob("*.log")))
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            stop(proc)
+        if self._store is not None:
+            self._store.dispose()
 
 
 def make_stack(request: Any, tmp_path: Path, flows: dict[str, str], env: dict[str, str]) -> Iterator[Stack]:
@@ -230,12 +261,11 @@ def make_stack(request: Any, tmp_path: Path, flows: dict[str, str], env: dict[st
         env["HOOKLINE_REDIS_URL"] = str(request.getfixturevalue("redis_url"))
     env["HOOKLINE_DATABASE_URL"] = db_url
     upgrade(db_url)
-    stack = Stack(tmp_path, env, db_url, free_port())
+    stack = Stack(tmp_path, env, db_url)
     try:
         yield stack
     finally:
-        for proc in stack.procs.values():
-            stop(proc)
+        stack.close()
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             print(stack.logs())

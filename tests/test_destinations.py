@@ -96,7 +96,7 @@ def statuses(store: RunStore, ids: list[int]) -> list[str]:
 @pytest.mark.limits("{breaker_failures: 3, breaker_cooldown: 3s}")
 def test_breaker_shared_by_two_workers_spares_a_failing_target(two_workers: Stack, target: Target) -> None:
     target.script["/crm"] = [(503, {})] * 1000
-    store = RunStore(two_workers.db_url)
+    store = two_workers.store
     ids = [two_workers.post({"n": i}).json()["run_id"] for i in range(8)]
     wait_for(lambda: any("circuit open" in (r.reason or "") for r in map(store.get_run_record, ids)),
              timeout=30, what="a run waiting on the open circuit")
@@ -117,7 +117,7 @@ def test_breaker_shared_by_two_workers_spares_a_failing_target(two_workers: Stac
 
 @pytest.mark.limits("{rate: 4/s, burst: 2}")
 def test_rate_limit_is_shared_by_two_workers(two_workers: Stack, target: Target) -> None:
-    store = RunStore(two_workers.db_url)
+    store = two_workers.store
     ids = [two_workers.post({"n": i}).json()["run_id"] for i in range(12)]
     wait_for(lambda: statuses(store, ids) == ["succeeded"] * 12, timeout=40, what="all runs to succeed")
     arrivals = sorted(r.at for r in target.requests("/crm"))
@@ -140,7 +140,7 @@ def test_concurrency_limit_is_shared_by_two_workers(two_workers: Stack, target: 
             in_flight["max"] = max(in_flight["max"], in_flight["now"])
 
     target.on_request = track
-    store = RunStore(two_workers.db_url)
+    store = two_workers.store
     ids = [two_workers.post({"n": i}).json()["run_id"] for i in range(6)]
     wait_for(lambda: statuses(store, ids) == ["succeeded"] * 6, timeout=40, what="all runs to succeed")
     target.on_request = original

@@ -38,7 +38,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, target: Target) -> Ite
 
 
 def runs(stack: Stack) -> RunStore:
-    return RunStore(stack.db_url)
+    return stack.store
 
 
 def status_of(store: RunStore, run_id: int) -> str:

@@ -28,14 +28,17 @@ EXAMPLES = 20  # per operation: ~200 requests in all, well under a minute
 @pytest.fixture(scope="module")
 def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hookline]:
     """A store with a few runs; bulk replays capped at 20 runs, or each would double the runs (and the time)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(context, "BULK_CAP", 20)
-        yield _hookline(tmp_path_factory)
-
-
-def _hookline(tmp_path_factory: pytest.TempPathFactory) -> Hookline:
     target = start_target()
-    h = make_hookline(tmp_path_factory.mktemp("api"), target.url, api_token=TOKEN, admin_password="pw")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(context, "BULK_CAP", 20)
+            yield _hookline(tmp_path_factory, target.url)
+    finally:
+        target.close()
+
+
+def _hookline(tmp_path_factory: pytest.TempPathFactory, target_url: str) -> Hookline:
+    h = make_hookline(tmp_path_factory.mktemp("api"), target_url, api_token=TOKEN, admin_password="pw")
     for i in range(3):
         h.send({"id": f"o{i}", "email": f"c{i}@example.com", "total": 10 + i, "amount": 5})
     h.send({"id": "pending", "email": "p@example.com", "total": 1}, run=False)

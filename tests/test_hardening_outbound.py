@@ -112,10 +112,14 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     context.load_cert_chain(cert, key)
     context.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,func-returns-value]
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # The handshake happens in the handler thread, whose failure closes the connection; done in accept(),
+    # a failed handshake (the client refusing the certificate) would leave the accepted socket unclosed.
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield server.server_address[1], cert, names
     server.shutdown()
+    server.server_close()
 
 
 def test_tls_keeps_the_name_for_sni_and_certificate_checks(dns: ScriptedDNS,

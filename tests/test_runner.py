@@ -143,6 +143,7 @@ def test_retry_after_is_honoured(target: Target, http: httpx.Client) -> None:
     flow = make_flow([http_step(url=f"http://127.0.0.1:{srv.server_address[1]}/x")])
     result = run_flow(flow, make_event(), http=http, clock=lambda: clock_now, rng=lambda: 0.0)
     srv.shutdown()
+    srv.server_close()
     assert result.next_attempt_at == clock_now + 30
 
 

@@ -70,7 +70,7 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
                 app_url = u.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         full_env["HOOKLINE_DATABASE_URL"] = app_url
         upgrade(db_url)
-        stack = Stack(tmp_path, full_env, db_url, backend, db_proxy=proxies[-1] if db_proxy else None)
+        stack = Stack(tmp_path, full_env, db_url, backend=backend, db_proxy=proxies[-1] if db_proxy else None)
         stacks.append(stack)
         request.node.addfinalizer(stack.close)  # runs before own_redis's teardown (registered earlier)
         return stack

@@ -26,7 +26,8 @@ import httpx
 
 from engine.presets import VerifyConfig, sign
 from engine.store import RunStore
-from tests.support import free_port, hookline, stop, wait_for
+from tests import support
+from tests.support import free_port, wait_for
 
 SECRET = "whsec_fault_suite_secret"
 TERMINAL = {"succeeded", "failed", "filtered"}
@@ -159,11 +160,11 @@ class RedisServer:
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.workdir / "redis.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--daemonize", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self.ping, timeout=10, interval=0.02, what=f"redis-server on {self.port}")
 
     def ping(self) -> bool:
@@ -188,57 +189,11 @@ class RedisServer:
 
 
 @dataclass
-class Stack:
-    """`hookline web` (gunicorn) and `hookline worker` processes on one database and queue."""
+class Stack(support.Stack):
+    """tests.support's Stack, knowing its backend and the proxy between Hookline and PostgreSQL, if any."""
 
-    tmp: Path
-    env: dict[str, str]
-    db_url: str  # what the test reads through (never through a cut proxy)
-    backend: str
-    port: int = field(default_factory=free_port)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    backend: str = "sqlite"
     db_proxy: TcpProxy | None = None  # between Hookline's processes and PostgreSQL, when asked for
-    _store: RunStore | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def store(self) -> RunStore:
-        if self._store is None:
-            self._store = RunStore(self.db_url)
-        return self._store
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        proc = hookline(*args, env=self.env, log=self.tmp / f"{name}.log")
-        self.procs[name] = proc
-        return proc
-
-    def start_web(self, workers: int = 2, threads: int = 4) -> None:
-        self.start("web", "web", "--port", str(self.port), "--workers", str(workers), "--threads", str(threads))
-        wait_for(self._healthy, timeout=30, what=f"web /healthz\n{self.logs()}")
-
-    def start_worker(self, name: str, threads: int = 2) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--workers", str(threads))
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def logs(self, tail: int = 4000) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(self.tmp.glob("*.log")))
-
-    def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            stop(proc)
-        if self._store is not None:
-            self._store.dispose()
 
 
 def worker_pid(owner: str | None) -> int | None:
