@@ -58,15 +58,15 @@ def test_the_sandbox_is_off_when_disabled(tmp_path: Path) -> None:
 
 
 def test_serving_beyond_localhost_turns_the_sandbox_off_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.app.cli import _listening_env
+    from engine.app.processes import listening_env
 
     monkeypatch.delenv("HOOKLINE_SANDBOX", raising=False)
     monkeypatch.delenv("HOOKLINE_TRUSTED_HOSTS", raising=False)
-    assert _listening_env("0.0.0.0") == {"HOOKLINE_SANDBOX": "0"}
-    assert _listening_env("10.1.2.3")["HOOKLINE_TRUSTED_HOSTS"] == "localhost,127.0.0.1,::1,10.1.2.3"
-    assert "HOOKLINE_SANDBOX" not in _listening_env("127.0.0.1")
+    assert listening_env("0.0.0.0") == {"HOOKLINE_SANDBOX": "0"}
+    assert listening_env("10.1.2.3")["HOOKLINE_TRUSTED_HOSTS"] == "localhost,127.0.0.1,::1,10.1.2.3"
+    assert "HOOKLINE_SANDBOX" not in listening_env("127.0.0.1")
     monkeypatch.setenv("HOOKLINE_SANDBOX", "1")
-    assert "HOOKLINE_SANDBOX" not in _listening_env("0.0.0.0")
+    assert "HOOKLINE_SANDBOX" not in listening_env("0.0.0.0")
 
 
 # --- 11: sessions end at logout (every copy of the cookie) and when idle ---------------------------------------

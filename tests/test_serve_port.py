@@ -135,14 +135,14 @@ def test_hookline_url_is_built_in_nests_in_defaults_and_is_no_secret() -> None:
 
 
 def test_serving_sets_hookline_url_to_the_address_served_on_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.app.cli import _listening_env
+    from engine.app.processes import listening_env
     from engine.config import Settings, environ
 
     monkeypatch.delenv("HOOKLINE_URL", raising=False)
-    assert _listening_env("127.0.0.1", 8101)["HOOKLINE_URL"] == "http://127.0.0.1:8101"
-    assert _listening_env("0.0.0.0", 8101)["HOOKLINE_URL"] == "http://127.0.0.1:8101"
-    assert _listening_env("::", 8101)["HOOKLINE_URL"] == "http://[::1]:8101"
-    assert "HOOKLINE_URL" not in _listening_env("127.0.0.1", 0)  # not bound yet
+    assert listening_env("127.0.0.1", 8101)["HOOKLINE_URL"] == "http://127.0.0.1:8101"
+    assert listening_env("0.0.0.0", 8101)["HOOKLINE_URL"] == "http://127.0.0.1:8101"
+    assert listening_env("::", 8101)["HOOKLINE_URL"] == "http://[::1]:8101"
+    assert "HOOKLINE_URL" not in listening_env("127.0.0.1", 0)  # not bound yet
     assert environ(Settings(url="http://127.0.0.1:8101"))["HOOKLINE_URL"] == "http://127.0.0.1:8101"
     monkeypatch.setenv("HOOKLINE_URL", "https://hookline.example")
-    assert "HOOKLINE_URL" not in _listening_env("127.0.0.1", 8101)
+    assert "HOOKLINE_URL" not in listening_env("127.0.0.1", 8101)

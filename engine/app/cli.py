@@ -1,10 +1,10 @@
-"""The ``hookline`` command. Each command parses its arguments and calls the engine; errors are one line."""
+"""The ``hookline`` command and its flow tools (validate, run, test, send, fixture, prune, db); serve, web and
+worker are in engine.app.processes. Each command parses its arguments and calls the engine; errors are one line."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,78 +13,16 @@ from typing import Any
 import click
 import yaml
 
+from engine.app.console import fail, load_settings, safe_url
+from engine.app.processes import serve, web, worker
 from engine.catalog import flow_files
-from engine.config import Settings, environ
+from engine.config import environ
 from engine.connections.load import check_flow, connections_file
 from engine.errors import EngineError, FlowInvalid
 from engine.loader import id_line, load_flow_file, missing_env_vars
 from engine.model import Event, Flow, Headers, RunStatus
 
 log = logging.getLogger("hookline")
-
-
-def setup_logging(settings: Settings) -> None:
-    from engine.logs import configure
-
-    configure(settings.log_format)
-
-
-def _settings(**overrides: Any) -> Settings:
-    from engine.errors import SettingsError
-
-    try:
-        return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
-    except SettingsError as exc:
-        _fail(str(exc))
-        raise  # not reached: _fail exits
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _listening_env(host: str, port: int = 0) -> dict[str, str]:
-    """Defaults for a process serving on ``host:port`` (unless set): the address it serves on is a trusted Host
-    and the flows' ``${HOOKLINE_URL}`` (a wildcard address reached on loopback), and the sandbox receiver,
-    a test aid anyone could fill, is off beyond loopback. Port 0 (not bound yet) sets no HOOKLINE_URL."""
-    out: dict[str, str] = {}
-    if "HOOKLINE_URL" not in os.environ and port:
-        near = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-        out["HOOKLINE_URL"] = f"http://{f'[{near}]' if ':' in near else near}:{port}"
-    if "HOOKLINE_TRUSTED_HOSTS" not in os.environ and host not in ("0.0.0.0", "::", ""):
-        out["HOOKLINE_TRUSTED_HOSTS"] = ",".join(dict.fromkeys(("localhost", "127.0.0.1", "::1", host)))
-    if "HOOKLINE_SANDBOX" not in os.environ and host not in LOOPBACK:
-        out["HOOKLINE_SANDBOX"] = "0"
-    return out
-
-
-def _runtime(build: Any, settings: Settings) -> Any:
-    """build_runtime(settings), a setting that does not parse being one line (SettingsError names it)."""
-    from engine.errors import SettingsError
-
-    try:
-        return build(settings)
-    except SettingsError as exc:
-        _fail(str(exc))
-        raise  # not reached: _fail exits
-
-
-def _check_service_settings(settings: Settings) -> None:
-    """The settings only the Service reads (HOOKLINE_DESTINATIONS, HOOKLINE_ALERT_*), for a process that
-    builds its Service elsewhere (gunicorn's workers): a bad one is one line and exit 1."""
-    from engine.alerts import check_settings
-    from engine.destinations import parse_destinations
-    from engine.errors import SettingsError
-
-    try:
-        parse_destinations(settings.destinations)
-        check_settings(settings)
-    except SettingsError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _find_flow(name: str, flows_dir: str) -> Flow:
@@ -99,7 +37,7 @@ def _find_flow(name: str, flows_dir: str) -> Flow:
                 except FlowInvalid:
                     pass
         if not candidates:
-            _fail(f"no flow {name!r} (neither a file nor a flow id in {flows_dir})")
+            fail(f"no flow {name!r} (neither a file nor a flow id in {flows_dir})")
         path = candidates[0]
     try:
         return load_flow_file(path)
@@ -113,11 +51,11 @@ def _read_event(path: str) -> Any:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        _fail(f"{path}: cannot read: {exc.strerror}")
+        fail(f"{path}: cannot read: {exc.strerror}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        _fail(f"{path}: not a UTF-8 text file (expected a JSON or YAML event)")
+        fail(f"{path}: not a UTF-8 text file (expected a JSON or YAML event)")
     try:
         return json.loads(text)
     except ValueError:
@@ -127,13 +65,17 @@ def _read_event(path: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        _fail(f"{path}{where}: not valid JSON or YAML: {getattr(exc, 'problem', exc)}")
+        fail(f"{path}{where}: not valid JSON or YAML: {getattr(exc, 'problem', exc)}")
 
 
 @click.group()
 @click.version_option("0.1.0", prog_name="hookline")
 def main() -> None:
     """Hookline: webhooks in, YAML flows, reliable outbound calls."""
+
+
+for _command in (serve, web, worker):  # engine.app.processes: the long-running ones
+    main.add_command(_command)
 
 
 @main.command()
@@ -145,12 +87,12 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     Unset ``${VAR}``s are warnings: the file is fine, this environment lacks a secret. ``--strict``
     makes them problems, for the machine that will serve the flows.
     """
-    settings = _settings()
+    settings = load_settings()
     files: list[Path] = []
     for p in paths or (settings.flows_dir,):
         found = flow_files(p)
         if not found and not Path(p).exists():
-            _fail(f"{p}: no such file or directory")
+            fail(f"{p}: no such file or directory")
         files.extend(found)
     files = list({f.resolve(): f for f in files}.values())  # a file named twice is one file
     problems = 0
@@ -242,13 +184,13 @@ def run(flow: str, event_file: str, headers: tuple[str, ...], dry_run: bool, flo
     from engine.service import make_http_client
     from engine.steps import RunOptions
 
-    settings = _settings(flows_dir=flows_dir)
+    settings = load_settings(flows_dir=flows_dir)
     f = _find_flow(flow, settings.flows_dir)
     body = _read_event(event_file)
     pairs = []
     for h in headers:
         if "=" not in h:
-            _fail(f"--header {h!r}: expected K=V")
+            fail(f"--header {h!r}: expected K=V")
         k, v = h.split("=", 1)
         pairs.append((k.strip(), v.strip()))
     event = Event(body=body, headers=Headers(pairs), raw=json.dumps(body, default=str).encode())
@@ -275,7 +217,7 @@ def test_cmd(path: str | None) -> None:
     """Run flow fixtures (flows/tests/<flow>/*.yaml) with no network; report pass/fail per fixture."""
     from engine.flowtest import fixture_files, run_fixture
 
-    settings = _settings()
+    settings = load_settings()
     root = path or settings.flows_dir
     files = flow_files(root)
     flows_dir = Path(root) if Path(root).is_dir() else Path(root).parent
@@ -317,7 +259,7 @@ def send(flow: str, event_file: str, url: str, headers: tuple[str, ...], flows_d
 
     from engine.presets import sign
 
-    settings = _settings()
+    settings = load_settings()
     f = _find_flow(flow, flows_dir or settings.flows_dir)
     body = json.dumps(_read_event(event_file)).encode()
     hdrs = {"Content-Type": "application/json"}
@@ -329,11 +271,11 @@ def send(flow: str, event_file: str, url: str, headers: tuple[str, ...], flows_d
             hdrs.update(sign(f.trigger.verify, body, env=environ(), now=time.time(),
                              url=f"{url.rstrip('/')}/hooks/{f.id}", content_type=hdrs["Content-Type"]))
         except (EngineError, ValueError) as exc:
-            _fail(f"cannot sign for flow {f.id}: {exc}")
+            fail(f"cannot sign for flow {f.id}: {exc}")
     try:
         resp = httpx.post(f"{url.rstrip('/')}/hooks/{f.id}", content=body, headers=hdrs, timeout=10)
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach {url}: {exc}")
+        fail(f"cannot reach {url}: {exc}")
     click.echo(f"{resp.status_code} {resp.text.strip()}")
     sys.exit(0 if resp.status_code < 300 else 1)
 
@@ -347,11 +289,11 @@ def fixture(run_id: int, out: str | None) -> None:
     from engine.loader import load_flow
     from engine.store import RunStore
 
-    settings = _settings()
+    settings = load_settings()
     store = RunStore(settings.database_url)
     detail = store.get_run(run_id)
     if detail is None:
-        _fail(f"no run {run_id} in {_safe_url(settings.database_url)}")
+        fail(f"no run {run_id} in {safe_url(settings.database_url)}")
     assert detail is not None
     stored = store.flow_source(detail.run.flow_version)
     flow = load_flow(stored[1], stored[2]) if stored else None
@@ -374,7 +316,7 @@ def prune(vacuum: bool) -> None:
     from engine.service import Service
     from engine.store import RunStore
 
-    settings = _settings()
+    settings = load_settings()
     svc = Service(settings, RunStore(settings.database_url), FlowCatalog(settings.flows_dir))
     total = svc.prune(progress=lambda n: click.echo(f"\rpruned {n} runs", nl=False))
     if vacuum:
@@ -393,139 +335,13 @@ def db_upgrade() -> None:
     """Apply migrations to HOOKLINE_DATABASE_URL."""
     from engine.migrate import upgrade
 
-    settings = _settings()
+    settings = load_settings()
     try:
         upgrade(settings.database_url)
     except Exception as exc:  # noqa: BLE001 - one line for the operator, details in the log
         log.debug("upgrade failed", exc_info=True)
-        _fail(f"database upgrade failed: {str(exc).splitlines()[0]}")
-    click.echo(f"database at {_safe_url(settings.database_url)} is up to date")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _run_consumer(settings: Settings, workers: int, health_port: int | None = None, runtime: Any = None) -> None:
-    """The worker threads and the reaper on ``runtime`` (built here from ``settings`` when not given)."""
-    from engine.config import skip_unused_drivers
-
-    skip_unused_drivers(settings)
-    from engine.app import tasks
-    from engine.app.reaper import Reaper
-    from engine.app.runtime import build_runtime
-
-    runtime = runtime or _runtime(build_runtime, settings)
-    reaper = Reaper(runtime.service, settings.reaper_interval_s, tasks.store_breaker)
-    reaper.start()
-    health = None
-    if health_port is not None:
-        from engine.app.worker_health import HealthServer
-
-        health = HealthServer("127.0.0.1", health_port, worker_checks)
-        health.start()
-        click.echo(f"worker health on http://127.0.0.1:{health.port}/readyz")
-    consumer = runtime.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
-                                          initial_delay=0.02, backoff=1.2, max_delay=0.5, check_worker_health=True)
-    try:
-        consumer.run()
-    finally:
-        reaper.stopped.set()
-        if health is not None:
-            health.stop()
-
-
-def worker_checks() -> dict[str, str]:
-    """The worker's readiness: its store breaker and its queue reads (engine.app.worker_health)."""
-    from engine.app import tasks
-
-    return {"database": tasks.store_breaker.status(), "queue": tasks.queue_outage.status()}
-
-
-@main.command()
-@click.option("--flows", "flows_dir", default=None, help="Flows directory (HOOKLINE_FLOWS_DIR).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=None, type=int, help="Worker threads (HOOKLINE_WORKER_THREADS).")
-@click.option("--threads", default=8, show_default=True, type=int, help="Web threads (requests handled at once).")
-@click.option("--connections", default=200, show_default=True, type=int, help="Connections held open at once.")
-@click.option("--request-timeout", default=15.0, show_default=True, type=float,
-              help="Seconds a request may take to arrive, headers and body (slow clients are cut off).")
-@click.option("--idle-timeout", default=30.0, show_default=True, type=float,
-              help="Seconds an idle keep-alive connection is kept.")
-def serve(flows_dir: str | None, host: str, port: int, workers: int | None, threads: int, connections: int,
-          request_timeout: float, idle_timeout: float) -> None:
-    """Web server and worker in one process: the embedded set-up (SQLite + Huey on SQLite).
-
-    The web side runs on waitress (engine.app.serving): requests reach the app only once complete, within
-    --request-timeout, on a bounded thread pool.
-    """
-    settings = _settings(env={**os.environ, **_listening_env(host, port)}, flows_dir=flows_dir)
-    setup_logging(settings)
-    if host not in LOOPBACK and not settings.admin_password:
-        _fail("refusing to listen beyond localhost without HOOKLINE_ADMIN_PASSWORD (the UI would be open)")
-    from engine.migrate import upgrade
-
-    upgrade(settings.database_url)
-    from engine.config import skip_unused_drivers
-
-    skip_unused_drivers(settings)
-    import threading
-
-    from engine.app.runtime import build_runtime
-    from engine.app.serving import DeadlineServer
-    from web import create_app
-
-    runtime = _runtime(build_runtime, settings)
-    app = create_app(settings, service=runtime.service)
-    server = DeadlineServer(app, host=host, port=port, threads=threads, connection_limit=connections,
-                            request_timeout=request_timeout, idle_timeout=idle_timeout,
-                            max_body=max(settings.max_body, 64 * 1024 * 1024))
-    threading.Thread(target=server.run, name="hookline-web", daemon=True).start()
-    click.echo(f"Hookline serving {settings.flows_dir} on http://{host}:{server.port} "
-               f"(database {_safe_url(settings.database_url)})")
-    try:
-        _run_consumer(settings, workers or settings.worker_threads, runtime=runtime)
-    finally:
-        server.stop()
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="Gunicorn worker processes.")
-@click.option("--threads", default=4, show_default=True, type=int, help="Threads per gunicorn worker.")
-def web(host: str, port: int, workers: int, threads: int) -> None:
-    """The web app (ingress + UI) under gunicorn; run `hookline worker` next to it."""
-    env = {**os.environ, **_listening_env(host, port)}  # handed to gunicorn, whose workers read their settings
-    settings = _settings(env=env)
-    _check_service_settings(settings)  # here, in one line, rather than as each gunicorn worker's traceback
-    if host not in LOOPBACK and not settings.admin_password and not settings.api_token:
-        click.echo("warning: listening beyond localhost without HOOKLINE_ADMIN_PASSWORD", err=True)
-    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
-        import tempfile
-
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hookline-metrics-")
-    args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--config", "python:engine.app.gunicorn_conf",
-            "--threads", str(threads), "--worker-class", "gthread" if threads > 1 else "sync",
-            # %(U)s: the path without its query string, which may carry a verification token
-            "--access-logfile", "-", "--access-logformat", '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss',
-            "--graceful-timeout", "10", "engine.app.wsgi:app"]
-    os.execve(sys.executable, args, env)
-
-
-@main.command()
-@click.option("--workers", default=None, type=int, help="Worker threads (HOOKLINE_WORKER_THREADS).")
-@click.option("--health-port", default=None, type=int,
-              help="Serve /healthz, /readyz (503 while the store or queue is out) and /metrics on 127.0.0.1:PORT.")
-def worker(workers: int | None, health_port: int | None) -> None:
-    """A Huey consumer executing runs, plus the reaper that recovers runs of dead workers."""
-    settings = _settings()
-    setup_logging(settings)
-    _run_consumer(settings, workers or settings.worker_threads, health_port)
+        fail(f"database upgrade failed: {str(exc).splitlines()[0]}")
+    click.echo(f"database at {safe_url(settings.database_url)} is up to date")
 
 
 if __name__ == "__main__":
