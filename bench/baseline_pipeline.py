@@ -123,7 +123,7 @@ def create_app() -> Flask:
 
 
 def main() -> None:
-    """The consumer, configured like `hookline worker` (engine/app/cli.py:_run_consumer, engine/logs.py)."""
+    """The consumer, configured like `hookline worker` (engine/app/processes.py:_run_consumer, engine/logs.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -313,7 +313,7 @@ def stop(proc: Proc, timeout: float = 10.0) -> None:
 
 
 def gunicorn_args(app: str, port: int, workers: int = WEB_WORKERS, threads: int = WEB_THREADS) -> list[str]:
-    """The same command line `hookline web` execs (engine/app/cli.py:web), for any WSGI app."""
+    """The same command line `hookline web` execs (engine/app/processes.py:web), for any WSGI app."""
     return [PY, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
             "--worker-class", "gthread" if threads > 1 else "sync", "--access-logfile", "-",
             "--graceful-timeout", "10", app]
