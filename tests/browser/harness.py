@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import Page, sync_playwright
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -170,3 +172,27 @@ def live_hookline(tmp: Path, *, password: str | None = PASSWORD) -> Iterator[Liv
         accounting.stop()
         svc.http.close()
         store.dispose()
+
+
+def log_in(page: Page, base: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button")
+    page.wait_for_url(f"{base}/flows")
+
+
+@contextmanager
+def logged_in_page(base: str, *, timeout_ms: int = 10_000) -> Iterator[Page]:
+    """A page of Debian's chromium logged in to the Hookline at ``base``; a JavaScript error on it fails the test."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(timeout_ms)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        log_in(page, base)
+        yield page
+        context.close()
+        browser.close()
+        assert errors == [], f"JavaScript errors: {errors}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.browser.harness import CHROMIUM_ARGS, PASSWORD, Live, live_hookline
+from tests.browser.harness import CHROMIUM_ARGS, Live, live_hookline, log_in
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "img"
@@ -44,13 +44,6 @@ def shoot(page: Page, base: str, run_id: int, out: Path = OUT) -> list[Path]:
     detail = out / "run-detail.png"
     page.screenshot(path=str(detail), full_page=True)
     return [runs, detail]
-
-
-def log_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button")
-    page.wait_for_url(f"{base}/flows")
 
 
 def take(browser: Browser, tmp: Path, out: Path = OUT) -> list[Path]:

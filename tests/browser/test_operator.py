@@ -7,15 +7,13 @@ test_browser.py expects.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.browser import screenshots
-from tests.browser.harness import CHROMIUM_ARGS, LINES_ID, Live, live_hookline
+from tests.browser.harness import LINES_ID, Live, live_hookline, logged_in_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,19 +30,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 @pytest.fixture(scope="module")
 def page(live: Live) -> Iterator[Page]:
-    with sync_playwright() as p:
-        browser: Browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                             args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1360, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        screenshots.log_in(page, live.url)
+    with logged_in_page(live.url) as page:
         yield page
-        context.close()
-        browser.close()
-        assert errors == [], f"JavaScript errors: {errors}"
 
 
 def lines_order(live: Live, n: int, statuses: list[int], channel: str = "web") -> int:
