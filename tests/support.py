@@ -271,14 +271,14 @@ def make_stack(request: Any, tmp_path: Path, flows: dict[str, str], env: dict[st
             print(stack.logs())
 
 
-def query_plans(store: Any, call: Any) -> list[tuple[str, str]]:
-    """(statement, EXPLAIN QUERY PLAN) of every SELECT on runs that ``call`` makes (a SQLite RunStore)."""
+def selects(store: Any, call: Callable[[], Any]) -> list[tuple[str, Any]]:
+    """(statement, parameters) of every SELECT that ``call`` makes on ``store``, in order."""
     from sqlalchemy import event
 
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, sql: str, params: Any, _context: Any, _many: bool) -> None:
-        if sql.lstrip().upper().startswith("SELECT") and "FROM runs" in sql:
+        if sql.lstrip().upper().startswith("SELECT"):
             seen.append((sql, params))
 
     event.listen(store.engine, "before_cursor_execute", record)
@@ -286,6 +286,12 @@ def query_plans(store: Any, call: Any) -> list[tuple[str, str]]:
         call()
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
+    return seen
+
+
+def query_plans(store: Any, call: Any) -> list[tuple[str, str]]:
+    """(statement, EXPLAIN QUERY PLAN) of every SELECT on runs that ``call`` makes (a SQLite RunStore)."""
+    seen = [(sql, params) for sql, params in selects(store, call) if "FROM runs" in sql]
     raw = store.engine.raw_connection()
     try:
         return [(sql, " | ".join(r[3] for r in raw.cursor().execute("EXPLAIN QUERY PLAN " + sql, params)))

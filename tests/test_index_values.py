@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from engine.loader import load_flow
 from engine.store import RunStore
+from tests.support import selects
 
 FLOW = """\
 id: shop
@@ -40,17 +40,7 @@ def accept(store: RunStore, body: dict[str, Any], flow_src: str = FLOW, now: flo
 
 def plans(store: RunStore, call: Callable[[], Any]) -> str:
     """EXPLAIN (PostgreSQL) / EXPLAIN QUERY PLAN (SQLite) of every SELECT ``call`` makes, joined."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, _many: bool) -> None:
-        if sql.lstrip().upper().startswith("SELECT"):
-            seen.append((sql, params))
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        call()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
+    seen = selects(store, call)
     raw = store.engine.raw_connection()
     try:
         cur = raw.cursor()
