@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import Page, sync_playwright
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -66,6 +68,13 @@ steps:
         - id: unknown_channel
           fail: "unknown channel {{ event.channel }}"
 """
+
+BROWSER = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
+                       reason="needs Debian's chromium (apt-get install chromium; the Makefile does it)"),
+]
+"""The marks of every browser test module: ``pytestmark = BROWSER``."""
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

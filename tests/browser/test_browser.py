@@ -17,13 +17,9 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from tests.browser import screenshots
-from tests.browser.harness import CHROMIUM_ARGS, PASSWORD, Live, live_hookline
+from tests.browser.harness import BROWSER, CHROMIUM_ARGS, PASSWORD, Live, live_hookline
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
-                       reason="needs Debian's chromium (apt-get install chromium; the Makefile does it)"),
-]
+pytestmark = BROWSER
 XSS = "<script>alert(1)</script>"
 JS_URL = "javascript:alert(document.domain)"
 

@@ -9,7 +9,6 @@ a reload, and reaches the end; every retry keeps the succeeded CRM call and succ
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +19,9 @@ from playwright.sync_api import Page, expect
 from pytest_httpserver import HTTPServer
 
 from engine import bulk
-from tests.browser.harness import Live, live_hookline, logged_in_page
+from tests.browser.harness import BROWSER, Live, live_hookline, logged_in_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
-                       reason="needs Debian's chromium (apt-get install chromium; the Makefile does it)"),
-]
+pytestmark = BROWSER
 
 FLOW_ID = "shipments"
 FLOW = """\

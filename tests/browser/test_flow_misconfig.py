@@ -4,20 +4,14 @@ field is found from the runs page's search box whatever case is typed."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.harness import Live, live_hookline, logged_in_page
+from tests.browser.harness import BROWSER, Live, live_hookline, logged_in_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
-                       reason="needs Debian's chromium (apt-get install chromium; the Makefile does it)"),
-]
+pytestmark = BROWSER
 
 FLOW_ID = "typo_shop"
 FLOW = """\

@@ -6,20 +6,14 @@ test_browser.py expects.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.harness import LINES_ID, Live, live_hookline, logged_in_page
+from tests.browser.harness import BROWSER, LINES_ID, Live, live_hookline, logged_in_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not os.environ.get("CI"),
-                       reason="needs Debian's chromium (apt-get install chromium; the Makefile does it)"),
-]
+pytestmark = BROWSER
 
 
 @pytest.fixture(scope="module")
