@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -174,6 +175,27 @@ def stop(proc: subprocess.Popen[bytes], sig: int = 15) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait(10)
+
+
+@contextlib.contextmanager
+def serving(*args: str, port: int, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``hookline <args> --port <port>`` as a real process until /healthz answers; its base URL. The
+    process is stopped afterwards and the end of its log printed (pytest shows it when a test failed)."""
+    proc = hookline(*args, "--port", str(port), env=env, log=log)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(base + "/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, what=f"hookline {args[0]} on {port}")
+        yield base
+    finally:
+        stop(proc)
+        print(log.read_text()[-3000:])
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import free_port, hookline, stop, wait_for
+from tests.support import free_port, hookline, serving
 
 FLOW = "id: plain\nsteps:\n  - id: t\n    transform:\n      x: \"{{ event.id }}\"\n"
 REQUEST_TIMEOUT = 2.0
@@ -26,22 +26,8 @@ def _start(tmp_path: Path, *args: str) -> Iterator[str]:
            "HOOKLINE_HUEY_PATH": str(tmp_path / "q.db")}
     if args[0] == "web":
         hookline("db", "upgrade", env=env).wait(60)
-    log = tmp_path / "server.log"
-    proc = hookline(*args, "--port", str(port), env=env, log=log)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, timeout=60, what=f"hookline {args[0]} on {port}")
+    with serving(*args, port=port, env=env, log=tmp_path / "server.log") as base:
         yield base
-    finally:
-        stop(proc)
-        print(log.read_text()[-3000:])
 
 
 @pytest.fixture(scope="module")

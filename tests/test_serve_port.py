@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from engine.store import RunStore
-from tests.support import ROOT, free_port, hookline, stop, wait_for
+from tests.support import ROOT, free_port, serving, wait_for
 
 FLOWS = ROOT / "flows"
 # flow -> its happy fixture (flows/tests/<flow>/<name>.yaml) and the sandboxes that run must call
@@ -50,22 +49,8 @@ def served(tmp_path: Path, no_url_variables: None) -> Iterator[tuple[str, str, d
     db_url = f"sqlite:///{tmp_path}/h.db"
     env = {"HOOKLINE_DATABASE_URL": db_url, "HOOKLINE_HUEY_PATH": str(tmp_path / "q.db"),
            "HOOKLINE_FLOWS_DIR": str(FLOWS), **_demo_secrets()}
-    log = tmp_path / "serve.log"
-    proc = hookline("serve", "--port", str(port), env=env, log=log)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, timeout=60, what=f"hookline serve on {port}")
+    with serving("serve", port=port, env=env, log=tmp_path / "serve.log") as base:
         yield base, db_url, env
-    finally:
-        stop(proc)
-        print(log.read_text()[-3000:])
 
 
 def _send(base: str, env: dict[str, str], flow: str, fixture: dict[str, Any], tmp_path: Path) -> int:
