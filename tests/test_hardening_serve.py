@@ -117,6 +117,7 @@ def test_slowloris_holds_no_thread_and_makes_no_run(served: str) -> None:
             closed_at = time.monotonic()
             break
         time.sleep(0.3)
+    trickler.close()
     assert closed_at is not None, "the trickling socket was never cut off"
     assert closed_at - started >= REQUEST_TIMEOUT  # though never idle, it got exactly its deadline
     replies = [_reply(s) for s in stuck]
