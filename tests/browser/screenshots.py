@@ -1,4 +1,4 @@
-"""Screenshots of the runs list and a run's detail for the README: docs/img/runs.png, docs/img/run-detail.png.
+"""Screenshots for the README: the runs list, a failed run and a flow's page (docs/img/runs.png, run-detail.png, flow.png).
 
     .venv/bin/python -m tests.browser.screenshots          # or HOOKLINE_SCREENSHOTS=1 make test
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.browser.harness import CHROMIUM_ARGS, Live, live_hookline, log_in
+from tests.browser.harness import CHROMIUM_ARGS, FLOW_ID, Live, live_hookline, log_in
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "img"
@@ -43,7 +43,12 @@ def shoot(page: Page, base: str, run_id: int, out: Path = OUT) -> list[Path]:
     page.wait_for_selector("pre[data-done]", state="attached")
     detail = out / "run-detail.png"
     page.screenshot(path=str(detail), full_page=True)
-    return [runs, detail]
+    page.goto(f"{base}/flows/{FLOW_ID}")
+    page.wait_for_selector("svg.flow-diagram")
+    flow = out / "flow.png"
+    page.set_viewport_size({"width": 1360, "height": 960})  # the summary and the diagram; the source is below
+    page.screenshot(path=str(flow))
+    return [runs, detail, flow]
 
 
 def take(browser: Browser, tmp: Path, out: Path = OUT) -> list[Path]:

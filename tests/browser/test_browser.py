@@ -2,7 +2,7 @@
 server: log in, watch a signed webhook's run appear without reloading, read a step, replay it,
 bulk-replay failed runs, and check that a hostile payload stays text.
 
-HOOKLINE_SCREENSHOTS=1 also refreshes docs/img/runs.png and docs/img/run-detail.png.
+HOOKLINE_SCREENSHOTS=1 also refreshes docs/img/runs.png, docs/img/run-detail.png and docs/img/flow.png.
 """
 
 from __future__ import annotations
@@ -144,4 +144,4 @@ def test_hostile_payload_stays_text(page: Page, live: Live, dialogs: list[str]) 
 @pytest.mark.skipif(not os.environ.get("HOOKLINE_SCREENSHOTS"), reason="set HOOKLINE_SCREENSHOTS=1 to refresh docs/img")
 def test_screenshots(browser: Browser, tmp_path: Path) -> None:
     shots = screenshots.take(browser, tmp_path)
-    assert [p.name for p in shots] == ["runs.png", "run-detail.png"] and all(p.stat().st_size > 10_000 for p in shots)
+    assert [p.name for p in shots] == ["runs.png", "run-detail.png", "flow.png"] and all(p.stat().st_size > 10_000 for p in shots)
