@@ -203,6 +203,24 @@ class DestinationSlotRow(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class AlertRunRow(Base):
+    """A run that failed for good and whether it was alerted: decided once, whichever worker closes it (engine.alerts)."""
+
+    __tablename__ = "alert_runs"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
+    flow_id: Mapped[str] = mapped_column(String(100))
+    decided_at: Mapped[float] = mapped_column(Float)
+    sent: Mapped[bool] = mapped_column(Boolean)
+
+
+class AlertFlowRow(Base):
+    """A flow's alert rate limit, shared by every worker: its last alert and the failures not alerted since."""
+
+    __tablename__ = "alert_flows"
+    flow_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_sent_at: Mapped[float | None] = mapped_column(Float)
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)
+
 
 # Core tables of the hot path's prebuilt statements (ingest, execution)
 _runs = Base.metadata.tables["runs"]
@@ -226,26 +244,6 @@ def _step_values(run_id: int, r: StepResult) -> dict[str, Any]:
             "output": r.output, "request": r.request, "response": r.response, "error_type": r.error_type,
             "error_message": r.error_message, "retry_at": r.retry_at, "idempotency_key": r.idempotency_key,
             "state": r.state}
-
-class AlertRunRow(Base):
-    """A run that failed for good and whether it was alerted: decided once, whichever worker closes it (engine.alerts)."""
-
-    __tablename__ = "alert_runs"
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
-    flow_id: Mapped[str] = mapped_column(String(100))
-    decided_at: Mapped[float] = mapped_column(Float)
-    sent: Mapped[bool] = mapped_column(Boolean)
-
-
-class AlertFlowRow(Base):
-    """A flow's alert rate limit, shared by every worker: its last alert and the failures not alerted since."""
-
-    __tablename__ = "alert_flows"
-    flow_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    last_sent_at: Mapped[float | None] = mapped_column(Float)
-    suppressed: Mapped[int] = mapped_column(Integer, default=0)
-
-
 
 
 def _run_record(row: Any) -> RunRecord:
