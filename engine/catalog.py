@@ -11,7 +11,7 @@ from pathlib import Path
 from engine.connections import CONNECTIONS_FILE, Connection
 from engine.connections.load import ConnectionSet, check_flow, connections_file, load_connections_file
 from engine.errors import FlowError, FlowInvalid
-from engine.loader import load_flow_file
+from engine.loader import id_line, load_flow_file
 from engine.model import Flow
 
 log = logging.getLogger("hookline.catalog")
@@ -96,8 +96,8 @@ class FlowCatalog:
             for p, item in by_path.items():
                 if item.id in by_id:
                     first = by_id[item.id]
-                    err = FlowError(f"flow id {item.id!r} is already used by {first.path}", file=str(p), line=1,
-                                    path="id")
+                    err = FlowError(f"flow id {item.id!r} is already used by {first.path}", file=str(p),
+                                    line=id_line(item) if isinstance(item, Flow) else 1, path="id")
                     by_path[p] = BrokenFlow(item.id + "@" + p.name, str(p), [err])
                     by_id[by_path[p].id] = by_path[p]
                     continue

@@ -65,3 +65,12 @@ def test_flows_in_different_directories_are_served_apart_and_do_not_clash(tmp_pa
         (tmp_path / d / "a.yaml").write_text("id: orders\n" + STEPS)
     code, lines = validate(str(tmp_path / "one"), str(tmp_path / "two"))
     assert code == 0, lines
+
+
+def test_the_catalog_shows_the_clash_at_the_id_line_too(tmp_path: Path) -> None:
+    from engine.catalog import FlowCatalog
+
+    (tmp_path / "a.yaml").write_text("id: orders\n" + STEPS)
+    (tmp_path / "b.yaml").write_text("# copied\n\n\nid: orders\n" + STEPS)
+    broken = [f for f in FlowCatalog(str(tmp_path)).all() if f.path.endswith("b.yaml")]
+    assert [(e.line, e.path) for e in broken[0].errors] == [(4, "id")]
