@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hookline.bulk")
 
-CHUNK = 100
-"""Linked runs created per transaction of a bulk job (and what a page waits for before it answers)."""
-
 NOT_FAILED = "not failed (only failed runs are retried from the failed step)"
 FOLLOWED = "already replayed or retried (the newest follow-up carries the failure)"
 CHANGED = "a call they kept changed or moved in the current flow version (retry those on their original version)"
@@ -66,7 +63,7 @@ def _targets(svc: Service, runs: Sequence[RunRecord], original_version: bool, re
     """Flow id -> the version runs go to (the current one; FlowNotLoaded when a flow is not loaded)."""
     if original_version:
         return {}
-    return {flow_id: svc._current_version(flow_id, remedy) for flow_id in sorted({r.flow_id for r in runs})}
+    return {flow_id: svc.current_version(flow_id, remedy) for flow_id in sorted({r.flow_id for r in runs})}
 
 
 def plan_replay(svc: Service, run_ids: Sequence[int], *, original_version: bool) -> Plan:

@@ -18,7 +18,7 @@ web/errors.py maps each class to its status once (the number after a class here 
     ├── RunNotFound              no run with that id (404)
     ├── FlowNotLoaded            the flow has errors or was removed (409)
     ├── NotRetryable             retry-from-step asked of a run that did not fail (409)
-    │   └── StepChanged          a call it would keep changed or moved in the current version (409)
+    │   └── StepChanged          a call it would keep changed, moved or was renamed in the current version (409)
     ├── LeaseLost                another worker took the run over; stop writing
     └── StoreError               the database failed an operation (500)
         └── StoreUnavailable     the database cannot be reached (503)
@@ -156,7 +156,7 @@ class NotRetryable(EngineError):
 
 class StepChanged(NotRetryable):
     """A retry on the current version would have to send a call again: a succeeded step with side effects
-    changed or moved there (engine.versions). Answered with 409; the original version or a replay still work."""
+    changed, moved or was renamed there (engine.versions). Answered with 409; the original version or a replay still work."""
 
     def __init__(self, run_id: int, why: str) -> None:
         EngineError.__init__(self, f"run {run_id} cannot be retried on the current flow version: {why}; "

@@ -252,7 +252,7 @@ class Service:
     def replay(self, run_id: int, *, original_version: bool = False) -> int:
         """A new run on the same event: the current flow version, or the one the run used."""
         detail = self._detail(run_id)
-        version = detail.run.flow_version if original_version else self._current_version(detail.run.flow_id)
+        version = detail.run.flow_version if original_version else self.current_version(detail.run.flow_id)
         new_id = self.store.create_linked_run(run_id, "replay", version)
         self._enqueue(new_id, 0.0)
         return new_id
@@ -261,7 +261,7 @@ class Service:
         """A new run that keeps what the parent finished for good (store.replay.kept) and runs the rest again.
 
         On the current version only records of steps still there unchanged are kept (engine.versions); a
-        kept call that changed or moved refuses the retry (StepChanged) rather than send it twice.
+        kept call that changed, moved or was renamed refuses the retry (StepChanged) rather than send it twice.
         """
         from engine import bulk
 
@@ -272,7 +272,7 @@ class Service:
             raise NotRetryable(run_id, record.status.value)
         version = record.flow_version
         if not original_version:
-            version = self._current_version(record.flow_id, "retry on the original version instead")
+            version = self.current_version(record.flow_id, "retry on the original version instead")
             bulk.check_retry(self, record, version)
         new_id = self.store.create_linked_run(run_id, "retry", version, keep_done=True,
                                               keep=None if original_version else bulk.keeper(self))
@@ -301,7 +301,7 @@ class Service:
             raise RunNotFound(run_id)
         return detail
 
-    def _current_version(self, flow_id: str, remedy: str = "replay on the original version instead") -> str:
+    def current_version(self, flow_id: str, remedy: str = "replay on the original version instead") -> str:
         flow = self.catalog.get(flow_id)
         if not isinstance(flow, Flow):
             raise FlowNotLoaded(flow_id, remedy)
@@ -309,7 +309,8 @@ class Service:
         return flow.version
 
     bulk_chunk = 100
-    """Runs a bulk job creates per transaction (engine.bulk); tests make it small to watch the progress."""
+    """Runs a bulk job creates per transaction (engine.bulk), and how many a page waits for before it
+    answers; tests make it small to watch the progress."""
 
 
 def _iso(ts: float) -> str:

@@ -153,7 +153,7 @@ class Compatibility:
 
     def conflict(self, path: str, status: str = "succeeded") -> str | None:
         """Why a kept call that ran (``status``: succeeded, or continued after failing) blocks a retry on
-        ``new`` because it changed or moved there; None when it does not."""
+        ``new`` because it changed, moved or was renamed there; None when it does not."""
         sid = step_id_of(path)
         step = self.old.by_id.get(sid)
         if step is None or not REGISTRY[step.type].side_effects or self.keeps(path):

@@ -147,7 +147,8 @@ def spec() -> dict[str, Any]:
                 "summary": "Retry from the failed step: a new run keeping the succeeded steps",
                 "description": "`version` original (the default without a body, as before it existed) or current: "
                                "then only succeeded steps the current version still has unchanged are kept, and a "
-                               "succeeded call that changed or moved refuses the retry (409) rather than send it twice.",
+                               "succeeded call that changed, moved or was renamed refuses the retry (409) rather "
+                               "than send it twice.",
                 "operationId": "retryRun",
                 "parameters": [RUN_ID],
                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
